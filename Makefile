@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine with Python 3.11 and pip:
+#   make quickstart   set up .venv and run the main job on the embedded synthetic corpus
+#   make test         set up .venv and run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hero-installed
+
+.PHONY: quickstart test bench lint clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch==2.13.0 goes in the same pip command, so nothing pulls a newer (CUDA) torch.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install "torch==2.13.0" -e ".[dev]"
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/hero quickstart
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_pretrain_step.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check hero tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

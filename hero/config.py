@@ -1,0 +1,214 @@
+"""Typed configuration of the HERO model and its named presets.
+
+`HeroConfig` is the single source of truth for the sizes of the backbone (paper §3.1) and of the
+pre-training heads. Presets:
+
+* ``hero-base``: the paper's model and the reference ``config/hero_pretrain.json`` (6 cross-modal
+  layers, 3 temporal layers, hidden 768, 12 heads, 4352-d frame features, RoBERTa vocabulary
+  50265 padded to 50272).
+* ``hero-tiny``: a few-thousand-parameter model for tests and CPU debugging.
+
+Token ids (CLS/PAD/SEP/MASK) belong to the tokenizer, not to the model: see `TextTokens`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class HeroConfig:
+    """Sizes and numerical settings of the HERO backbone and its pre-training heads."""
+
+    hidden_size: int = 768
+    """D: width of every transformer (cross-modal, temporal, query encoder)."""
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    """FFN width of the transformer layers."""
+    num_cross_layers: int = 6
+    """Layers of the Cross-modal Transformer (reference ``f_config.num_hidden_layers``)."""
+    num_temporal_layers: int = 3
+    """Layers of the Temporal Transformer (reference ``c_config.num_hidden_layers``)."""
+    vocab_size: int = 50265
+    """Real vocabulary: MLM logits are cut to this many columns."""
+    vocab_size_padded: int = 50272
+    """Rows of the word table; the reference pads the vocabulary to a multiple of 8."""
+    max_position_embeddings: int = 514
+    """Rows of the text, temporal and query position tables."""
+    type_vocab_size: int = 2
+    """Token-type rows. Only row ``token_type_id`` is ever used (reference behaviour)."""
+    token_type_id: int = 1
+    """The reference feeds token-type row 1 to both text and frames; row 0 is never used."""
+    pad_token_id: int = 1
+    """Padding row of the word table (receives no gradient, as in the reference)."""
+    vfeat_dim: int = 4352
+    """d: raw frame-feature size (ResNet-152 2048 ‖ SlowFast 2304 in the reference)."""
+    max_frm_seq_len: int = 100
+    """Rows of the per-subtitle frame position table (frames per subtitle group)."""
+    fom_num_classes: int = 100
+    """FOM classifier width; the reference hard-codes 100 (= max clip length)."""
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps_block: float = 1e-12
+    """eps of the LayerNorms inside transformer blocks (reference quirk: BERT default 1e-12)."""
+    layer_norm_eps: float = 1e-5
+    """eps of every other LayerNorm (embeddings, frame projections, heads)."""
+    initializer_range: float = 0.02
+    span_kernel_size: int = 5
+    """Kernel of the VSM start/end 1-D convolutions."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.hidden_size % self.num_attention_heads:
+            problems.append(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.vocab_size > self.vocab_size_padded:
+            problems.append(
+                f"vocab_size ({self.vocab_size}) exceeds vocab_size_padded ({self.vocab_size_padded})"
+            )
+        if not 0 <= self.token_type_id < self.type_vocab_size:
+            problems.append(
+                f"token_type_id ({self.token_type_id}) outside type_vocab_size ({self.type_vocab_size})"
+            )
+        if self.span_kernel_size % 2 != 1:
+            problems.append(f"span_kernel_size must be odd, got {self.span_kernel_size}")
+        for name in ("num_cross_layers", "num_temporal_layers", "vfeat_dim", "max_frm_seq_len"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if problems:
+            raise ValueError("invalid HeroConfig: " + "; ".join(problems))
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeroConfig:
+        """Build from a dict, rejecting unknown keys (typos are errors, not silent defaults)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown HeroConfig keys: {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> HeroConfig:
+        """A named preset (`PRESETS`), optionally with fields overridden."""
+        try:
+            base = PRESETS[name]()
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def from_reference_json(
+        cls,
+        model_json: dict[str, Any],
+        vfeat_dim: int = 4352,
+        max_frm_seq_len: int = 100,
+        fom_num_classes: int = 100,
+    ) -> HeroConfig:
+        """Translate a reference ``model_config.json`` (``f_config``/``c_config``/``q_config``).
+
+        The reference pads the vocabulary to a multiple of 8 and rebuilds a 2-row type table at
+        initialisation, whatever the JSON says; this mirrors that.
+        """
+        try:
+            f_cfg, c_cfg = model_json["f_config"], model_json["c_config"]
+        except KeyError as err:
+            raise ValueError(f"reference model config lacks the {err.args[0]!r} block") from None
+        for key in ("hidden_size", "num_attention_heads", "intermediate_size"):
+            if f_cfg.get(key) != c_cfg.get(key):
+                raise ValueError(
+                    f"reference model config: f_config.{key}={f_cfg.get(key)} differs from "
+                    f"c_config.{key}={c_cfg.get(key)}; HERO needs one width for both transformers"
+                )
+        vocab = int(f_cfg["vocab_size"])
+        return cls(
+            hidden_size=int(f_cfg["hidden_size"]),
+            num_attention_heads=int(f_cfg["num_attention_heads"]),
+            intermediate_size=int(f_cfg["intermediate_size"]),
+            num_cross_layers=int(f_cfg["num_hidden_layers"]),
+            num_temporal_layers=int(c_cfg["num_hidden_layers"]),
+            vocab_size=vocab,
+            vocab_size_padded=pad_to_multiple(vocab, 8),
+            max_position_embeddings=int(f_cfg.get("max_position_embeddings", 514)),
+            hidden_dropout_prob=float(f_cfg.get("hidden_dropout_prob", 0.1)),
+            attention_probs_dropout_prob=float(f_cfg.get("attention_probs_dropout_prob", 0.1)),
+            initializer_range=float(f_cfg.get("initializer_range", 0.02)),
+            layer_norm_eps_block=float(f_cfg.get("layer_norm_eps", 1e-12)),
+            vfeat_dim=vfeat_dim,
+            max_frm_seq_len=max_frm_seq_len,
+            fom_num_classes=fom_num_classes,
+        )
+
+
+def pad_to_multiple(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def hero_base() -> HeroConfig:
+    """The paper's HERO (reference ``config/hero_pretrain.json`` after initialisation)."""
+    return HeroConfig()
+
+
+def hero_tiny() -> HeroConfig:
+    """A tiny HERO for unit tests and CPU debugging (same structure, toy sizes)."""
+    return HeroConfig(
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_cross_layers=2,
+        num_temporal_layers=1,
+        vocab_size=1003,
+        vocab_size_padded=1008,
+        max_position_embeddings=128,
+        vfeat_dim=16,
+        max_frm_seq_len=32,
+        fom_num_classes=32,
+    )
+
+
+PRESETS = {"hero-base": hero_base, "hero-tiny": hero_tiny}
+
+
+@dataclass(frozen=True)
+class TextTokens:
+    """Special token ids of the tokenizer (reference ``txt_db/meta.json``; RoBERTa defaults)."""
+
+    cls_id: int = 0
+    pad_id: int = 1
+    sep_id: int = 2
+    unk_id: int = 3
+    mask_id: int = 50264
+    random_range: tuple[int, int] = (4, 50264)
+    """Half-open id range MLM draws random replacement tokens from (reference ``v_range``)."""
+
+    def __post_init__(self) -> None:
+        lo, hi = self.random_range
+        if not 0 <= lo < hi:
+            raise ValueError(f"TextTokens.random_range must be a non-empty [lo, hi), got {self.random_range}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextTokens:
+        data = dict(data)
+        if "random_range" in data:
+            data["random_range"] = tuple(data["random_range"])
+        return cls(**data)
+
+
+__all__ = [
+    "HeroConfig",
+    "TextTokens",
+    "PRESETS",
+    "hero_base",
+    "hero_tiny",
+    "pad_to_multiple",
+]

@@ -1,0 +1,1 @@
+"""Data: clips, batching, stores and the synthetic corpus."""

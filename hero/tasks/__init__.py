@@ -1,0 +1,1 @@
+"""Downstream tasks (paper §4): one module each."""
