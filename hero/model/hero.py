@@ -42,6 +42,7 @@ from hero.model.layers import (
     ProjectionLayer,
     TransformerEncoder,
     dropout,
+    activation_dtype,
     init_weights,
     mask_logits,
 )
@@ -141,7 +142,7 @@ class TextEmbeddings(nn.Module):
     def forward(self, ids: Tensor, pos: Tensor) -> Tensor:
         """``ids``, ``pos`` of any shape ``(*)`` → ``(*, D)``."""
         x = self.word_embeddings(ids) + self.position_embeddings(pos) + self.type_embedding()
-        return dropout(self.LayerNorm(x), self.dropout_p, self.training)
+        return dropout(self.LayerNorm(x).to(activation_dtype(x)), self.dropout_p, self.training)
 
 
 class FrameEmbeddings(nn.Module):
@@ -168,7 +169,7 @@ class FrameEmbeddings(nn.Module):
         if mfm_flags is not None:
             feats = feats + self.mask_embedding(mfm_flags.long())
         x = self.img_linear(self.img_LayerNorm(feats)) + self.position_embeddings(pos) + type_embedding
-        return dropout(self.LayerNorm(x), self.dropout_p, self.training)
+        return dropout(self.LayerNorm(x).to(activation_dtype(x)), self.dropout_p, self.training)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ class PositionEmbeddings(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x (B, L, D)`` → ``(B, L, D)``."""
         pos = self.position_embeddings.weight[: x.shape[1]]
-        return dropout(self.LayerNorm(x + pos), self.dropout_p, self.training)
+        return dropout(self.LayerNorm(x + pos).to(activation_dtype(x)), self.dropout_p, self.training)
 
 
 class QueryEncoder(nn.Module):
@@ -370,7 +371,8 @@ class Hero(nn.Module, PretrainedMixin):
         Frames that belong to no subtitle group stay 0 (reference ``collect_frame_outputs``).
         """
         b, length, _ = video.frame_feats.shape
-        frames = cross_out[: video.cross.num_frames]  # (Nf, D)
+        nf = video.cross.num_frames
+        frames = cross_out.split([nf, cross_out.shape[0] - nf])[0]  # (Nf, D); split: cheap backward
         out = frames.new_zeros(b * length, frames.shape[-1])
         return out.index_add(0, video.cross.frm_index, frames).view(b, length, -1)
 

@@ -33,29 +33,52 @@ def mask_logits(x: Tensor, mask: Tensor) -> Tensor:
     return x * m + (1.0 - m) * MASK_VALUE
 
 
-def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Inverted dropout that is cheap on CPU.
+def activation_dtype(x: Tensor) -> torch.dtype:
+    """The dtype activations are kept in: the autocast dtype when autocast is on for ``x``'s device.
+
+    Embedding tables and LayerNorm parameters are fp32, so under autocast the embeddings would come
+    out in fp32 and every following matmul would cast its input again. Casting the embeddings once
+    keeps the whole residual stream in the low-precision dtype, as a half-precision model would
+    (the reference trained with apex O2: fp16 activations, fp32 master weights).
+    """
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def _keep_scaled(x: Tensor, p: float) -> Tensor:
+    """Dropout multiplier for ``x`` (same shape and dtype): 0 for dropped, ``1/keep_prob`` for kept.
 
     ``torch.nn.functional.dropout`` draws one Bernoulli sample per element, which costs more on a
-    CPU than the matmul it follows. Here every element gets 16 random bits from a buffer of 64-bit
-    random integers (4 elements per draw): the element is dropped when its bits fall below
-    ``round(p·65536)``, and kept values are scaled by the exact inverse keep probability, so the
-    expectation is unchanged. Deterministic under ``torch.manual_seed``. Off the CPU the fused
-    native kernel is used.
+    CPU than the matmul it follows. Here every element gets 16 random bits out of a buffer of
+    64-bit random integers (4 elements per draw) and is dropped when they fall below
+    ``round(p·65536)``; kept values are scaled by the exact inverse keep probability, so the
+    expectation is unchanged. Deterministic under ``torch.manual_seed``.
     """
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, True)
     threshold = round(p * 65536)
-    if threshold <= 0:
-        return x
-    if threshold >= 65536:
-        return x * 0.0
     n = x.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
     keep = bits.view(torch.int16)[:n].view(x.shape) >= threshold - 32768
-    return x * keep * (65536.0 / (65536 - threshold))
+    return keep.to(x.dtype).mul_(65536.0 / (65536 - threshold))
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout (see `_keep_scaled`); the native fused kernel off the CPU."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, True)
+    return x * _keep_scaled(x, p)
+
+
+def dropout_add(x: Tensor, residual: Tensor, p: float, training: bool) -> Tensor:
+    """``residual + dropout(x)`` in one pass on the CPU (``addcmul``)."""
+    if not training or p == 0.0:
+        return residual + x
+    if x.device.type != "cpu" or p >= 1.0 or residual.dtype != x.dtype:
+        return residual + dropout(x, p, training)
+    return torch.addcmul(residual, x, _keep_scaled(x, p))
 
 
 @dataclass
@@ -100,17 +123,17 @@ class AttentionLayout:
         if not self.masks:  # no sequence at all (e.g. a batch whose subtitles own no frame)
             return qkv.new_zeros(0, d_model)
         slots = qkv if self.gather is None else qkv.index_select(0, self.gather)
+        # split (not slicing): its backward concatenates instead of zero-filling per bucket
+        blocks = slots.split([m.numel() for m in self.masks]) if len(self.masks) > 1 else (slots,)
         outputs = []
-        offset = 0
-        for mask in self.masks:
+        for mask, block in zip(self.masks, blocks):
             g, t = mask.shape
-            block = slots[offset:offset + g * t].view(g, t, 3, num_heads, head_dim)
+            block = block.view(g, t, 3, num_heads, head_dim)
             q, k, v = block.permute(2, 0, 3, 1, 4).unbind(0)  # each (G, H, T, hd)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask[:, None, None, :], dropout_p=dropout_p
             )  # (G, H, T, hd)
             outputs.append(out.transpose(1, 2).reshape(g * t, d_model))
-            offset += g * t
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         return out if self.scatter is None else out.index_select(0, self.scatter)
 
@@ -145,7 +168,7 @@ class AddNorm(nn.Module):
         self.dropout_p = dropout_p
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(residual + dropout(self.dense(x), self.dropout_p, self.training))
+        return self.LayerNorm(dropout_add(self.dense(x), residual, self.dropout_p, self.training))
 
 
 class Attention(nn.Module):
