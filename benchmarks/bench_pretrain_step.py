@@ -207,7 +207,8 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(), "runs": runs,
     }
     if "fp32" in runs and "bf16" in runs:
-        report["bf16_speedup_vs_fp32"] = runs["fp32"]["objectives"]["mix"]["seconds"] / runs["bf16"]["objectives"]["mix"]["seconds"]
+        mix = {k: r["objectives"]["mix"]["seconds"] for k, r in runs.items()}
+        report["bf16_speedup_vs_fp32"] = mix["fp32"] / mix["bf16"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")

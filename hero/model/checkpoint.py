@@ -182,8 +182,35 @@ def load_pretrained(cls, directory: str | os.PathLike, strict: bool = True):
         raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
     state = load_file(str(weights))
     model = cls(config)
+    state, notes = _align_backbone_prefix(state, model)
     report = _load_mapped(model, state, source=str(weights), strict=strict)
+    report.notes += notes
     return model, report
+
+
+_BACKBONE_MARKER = "f_encoder.embeddings.word_embeddings.weight"
+
+
+def _backbone_prefix(keys: Iterable[str]) -> str | None:
+    for key in keys:
+        if key.endswith(_BACKBONE_MARKER):
+            return key[: -len(_BACKBONE_MARKER)]
+    return None
+
+
+def _align_backbone_prefix(state: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
+    """Move backbone keys to where ``model`` keeps its backbone (e.g. ``hero.`` in task models), so a
+    checkpoint of one HERO architecture loads into another."""
+    src, dst = _backbone_prefix(state), _backbone_prefix(model.state_dict())
+    if src is None or dst is None or src == dst:
+        return state, []
+    backbone_keys = {k[len(dst):] for k in model.state_dict() if k.startswith(dst)}
+    out = {}
+    for key, value in state.items():
+        if key.startswith(src) and key[len(src):] in backbone_keys:
+            key = dst + key[len(src):]
+        out[key] = value
+    return out, [f"backbone keys moved from prefix {src!r} to {dst!r}"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ from hero.model.layers import (
     AttentionLayout,
     ProjectionLayer,
     TransformerEncoder,
-    dropout,
     activation_dtype,
+    dropout,
     init_weights,
     mask_logits,
 )
