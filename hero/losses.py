@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def nce_loss(pred: Tensor, targets: Tensor, negatives: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+def nce_loss(pred: Tensor, targets: Tensor, negatives: Tensor, temperature: float = 1.0,
+             label_offset: int = 0) -> tuple[Tensor, Tensor]:
     """Softmax NCE of MFM-NCE (reference ``mfm_nce``).
 
     Each prediction must pick its own target among all targets and the negatives:
@@ -18,15 +19,16 @@ def nce_loss(pred: Tensor, targets: Tensor, negatives: Tensor, temperature: floa
 
     Args:
         pred: ``(M, d)`` predicted features of the masked frames.
-        targets: ``(M, d)`` their original features.
+        targets: ``(M', d)`` original features of the masked frames; ``pred[i]``'s own target is
+            row ``label_offset + i`` (``M' > M`` when targets were gathered from other ranks).
         negatives: ``(N, d)`` negative features.
     Returns:
-        per-frame losses ``(M,)`` and logits ``(M, M + N)``.
+        per-frame losses ``(M,)`` and logits ``(M, M' + N)``.
     """
     with torch.autocast(device_type=pred.device.type, enabled=False):
         pred = pred.float()
         logits = torch.cat([pred @ targets.float().t(), pred @ negatives.float().t()], dim=1) / temperature
-    labels = torch.arange(pred.shape[0], device=pred.device)
+    labels = torch.arange(pred.shape[0], device=pred.device) + label_offset
     return F.cross_entropy(logits, labels, reduction="none"), logits
 
 

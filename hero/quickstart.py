@@ -68,7 +68,7 @@ def run(out_dir: str | Path = "runs/quickstart", steps: int = 70, batch_size: in
     with torch.no_grad():
         a = objectives["vsm"].predict(model, check)
         b = objectives["vsm"].predict(reloaded, check)
-    identical = all(torch.equal(a[k], b[k]) for k in a)
+    identical = all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
     summary = {
         "preset": preset, "steps": steps, "seconds": round(elapsed, 2),
         "loss_first_last": {n: [round(h[0], 4), round(h[-1], 4)] for n, h in history.items() if h},

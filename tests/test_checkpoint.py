@@ -33,7 +33,8 @@ def all_outputs(model, clips, tokens):
     out = {}
     with torch.no_grad():
         vsm = VsmObjective(tokens=tokens)
-        out.update({f"vsm.{k}": v for k, v in vsm.predict(model, vsm.collate(clips, gen(), use_span=True)).items()})
+        pred = vsm.predict(model, vsm.collate(clips, gen(), use_span=True))
+        out.update({f"vsm.{k}": v for k, v in pred.items() if isinstance(v, torch.Tensor)})
         mlm = MlmObjective(tokens=tokens)
         out["mlm.logits"] = mlm.predict(model, mlm.collate(clips, gen()))
         mfm = MfmObjective(tokens=tokens)

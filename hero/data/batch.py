@@ -27,6 +27,46 @@ Group = tuple[Sequence[int], Sequence[int]]
 
 
 @dataclass
+class Randomness:
+    """The random streams of one batch: one per clip and one for batch-level draws.
+
+    A clip's masking comes from its own stream, so it does not depend on which rank or which
+    position of the batch the clip lands in: N processes with B clips each draw the same masks as
+    one process with N·B clips. Streams are derived from integer seeds (`from_seeds`), which the
+    training engine computes from the run seed, the step and the clip's global position.
+
+    Attributes:
+        batch: for draws that concern the whole batch (e.g. whether VSM computes its span loss).
+        clips: one generator per clip, in batch order.
+    """
+
+    batch: torch.Generator
+    clips: list[torch.Generator]
+
+    @classmethod
+    def from_seeds(cls, batch_seed: int, clip_seeds: Sequence[int]) -> Randomness:
+        make = lambda s: torch.Generator().manual_seed(int(s) % (2**63))  # noqa: E731
+        return cls(batch=make(batch_seed), clips=[make(s) for s in clip_seeds])
+
+    @classmethod
+    def from_generator(cls, generator: torch.Generator, num_clips: int) -> Randomness:
+        """Derive the streams of ``num_clips`` clips by drawing their seeds from ``generator``."""
+        seeds = torch.randint(0, 2**62, (num_clips + 1,), generator=generator).tolist()
+        return cls.from_seeds(seeds[0], seeds[1:])
+
+
+def as_randomness(rng: torch.Generator | Randomness | None, num_clips: int, what: str) -> Randomness:
+    """Accept a `Randomness` or a plain generator (streams derived from it); None is an error."""
+    if rng is None:
+        raise ValueError(f"{what} collate needs a generator (or Randomness) or explicit choices")
+    if isinstance(rng, Randomness):
+        if len(rng.clips) != num_clips:
+            raise ValueError(f"{what} collate: {len(rng.clips)} clip streams for {num_clips} clips")
+        return rng
+    return Randomness.from_generator(rng, num_clips)
+
+
+@dataclass
 class Clip:
     """One clip as the data layer delivers it.
 

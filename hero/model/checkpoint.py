@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from hero.config import HeroConfig
+from hero.errors import HeroError
 
 FORMAT_NAME = "hero"
 FORMAT_VERSION = 1
@@ -58,7 +59,7 @@ class LoadReport:
         return "\n".join(lines)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HeroError):
     """A checkpoint that cannot be loaded into the model (names the file and key)."""
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hero.config import HeroConfig, TextTokens
-from hero.data.batch import Clip, clip_groups, collate_video
+from hero.data.batch import Clip, Randomness, as_randomness, clip_groups, collate_video
 from hero.model.hero import VideoInputs
 from hero.model.layers import MLPHead
 
@@ -71,10 +71,11 @@ class FomObjective:
             targets[dst] = src
         return order, targets
 
-    def collate(self, clips: list[Clip], generator: torch.Generator | None = None,
+    def collate(self, clips: list[Clip], generator: torch.Generator | Randomness | None = None,
                 reorders: list[tuple[list[int], list[int]]] | None = None) -> FomBatch:
         """Build a FOM batch from ``reorders`` (per clip, ``(order, targets)`` as `reorder`
-        returns them) or from ``generator``."""
+        returns them) or from the batch's random streams (clip ``b`` uses stream ``b``)."""
+        rng = None if reorders is not None else as_randomness(generator, len(clips), "FOM")
         groups = [clip_groups(c, self.tokens.sep_id) for c in clips]
         video = collate_video([c.features for c in clips], groups)
         b, length = video.frame_mask.shape
@@ -90,9 +91,7 @@ class FomObjective:
                     raise ValueError(f"clip {clip.vid!r}: FOM order {order} / targets {targets} are not a "
                                      f"permutation of its {n} frames with matching targets")
             else:
-                if generator is None:
-                    raise ValueError("FOM collate needs a generator or explicit orders")
-                order, targets = self.reorder(n, generator)
+                order, targets = self.reorder(n, rng.clips[i])
             order_t[i, :n] = torch.tensor(order)
             target_t[i, :n] = torch.tensor(targets)
         return FomBatch(video, order_t, target_t)
@@ -115,4 +114,4 @@ class FomObjective:
             loss = frames.float().sum() * 0.0
         else:
             loss = F.cross_entropy(logits.float(), batch.targets[selected])
-        return {"loss": loss, "fom_loss": loss}
+        return {"loss": loss, "fom_loss": loss, "normalizer": logits.shape[0]}

@@ -9,6 +9,9 @@ recover the original features:
 * **MNCE** (noise-contrastive): each prediction must pick its own target among all targets and
   the predicted features of unmasked positions (temperature 1).
 
+Across processes, the MNCE candidates (all targets and all negatives) are gathered from every
+rank, so N processes see the same candidates as one process with the whole global batch.
+
 Reference quirk, kept as an option: its MNCE negatives are *all* unmasked positions of the padded
 batch, padding included (``nce_negatives='all_unmasked'``). The default, ``'valid'``, uses real
 frames only: padding positions are not frames, their number depends on which clips share a batch,
@@ -24,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hero.config import HeroConfig, TextTokens
-from hero.data.batch import Clip, clip_groups, collate_video
+from hero.data.batch import Clip, Randomness, as_randomness, clip_groups, collate_video
+from hero.distributed import gather_with_grad
 from hero.losses import l2_regression_loss, nce_loss
 from hero.model.hero import VideoInputs
 
@@ -86,9 +90,11 @@ class MfmObjective:
             mask[torch.randint(n, (1,), generator=generator)] = True
         return mask
 
-    def collate(self, clips: list[Clip], generator: torch.Generator | None = None,
+    def collate(self, clips: list[Clip], generator: torch.Generator | Randomness | None = None,
                 frame_masks: list[list[bool]] | None = None) -> MfmBatch:
-        """Build an MFM batch; ``frame_masks`` (per clip, one bool per frame) or ``generator``."""
+        """Build an MFM batch from ``frame_masks`` (per clip, one bool per frame) or from the batch's
+        random streams (clip ``i`` uses stream ``i``)."""
+        rng = None if frame_masks is not None else as_randomness(generator, len(clips), "MFM")
         groups = [clip_groups(c, self.tokens.sep_id) for c in clips]
         video = collate_video([c.features for c in clips], groups)
         b, length = video.frame_mask.shape
@@ -100,9 +106,7 @@ class MfmObjective:
                     raise ValueError(f"clip {clip.vid!r}: frame mask of {m.shape[0]} entries for "
                                      f"{clip.num_frames} frames")
             else:
-                if generator is None:
-                    raise ValueError("MFM collate needs a generator or explicit frame masks")
-                m = self.mask_frames(clip.num_frames, generator)
+                m = self.mask_frames(clip.num_frames, rng.clips[i])
             mask[i, : clip.num_frames] = m
         targets = video.frame_feats[mask]  # (M, d), row-major
         video.frame_feats = video.frame_feats.masked_fill(mask[..., None], 0.0)
@@ -122,10 +126,14 @@ class MfmObjective:
         return out
 
     def __call__(self, model, batch: MfmBatch, **_) -> dict[str, Tensor]:
+        """Mean loss over this rank's masked frames (``normalizer`` = their number)."""
         pred = self.predict(model, batch)
+        m = pred["pred"].shape[0]
         if self.cfg.loss == "nce":
-            per_frame, _ = nce_loss(pred["pred"], batch.targets, pred["neg_pred"], self.cfg.nce_temperature)
+            targets, offset = gather_with_grad(batch.targets)
+            negatives, _ = gather_with_grad(pred["neg_pred"])
+            per_frame, _ = nce_loss(pred["pred"], targets, negatives, self.cfg.nce_temperature, label_offset=offset)
             loss = per_frame.mean()
-            return {"loss": loss, "mnce_loss": loss}
+            return {"loss": loss, "mnce_loss": loss, "normalizer": m}
         loss = l2_regression_loss(pred["pred"], batch.targets).mean()
-        return {"loss": loss, "mffr_loss": loss}
+        return {"loss": loss, "mffr_loss": loss, "normalizer": m}

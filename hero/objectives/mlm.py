@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hero.config import HeroConfig, TextTokens
-from hero.data.batch import Clip, clip_groups, collate_video
+from hero.data.batch import Clip, Randomness, as_randomness, clip_groups, collate_video
 from hero.model.hero import VideoInputs
 
 IGNORE = -1
@@ -93,15 +93,18 @@ class MlmObjective:
             labels[0], out[0] = tokens[0], self.tokens.mask_id
         return out, labels
 
-    def collate(self, clips: list[Clip], generator: torch.Generator | None = None,
+    def collate(self, clips: list[Clip], generator: torch.Generator | Randomness | None = None,
                 masked: list[list[tuple[list[int], list[int]]]] | None = None) -> MlmBatch:
         """Build an MLM batch.
 
         Args:
+            generator: the batch's random streams (a plain generator derives them); clip ``b``'s
+                masks come from stream ``b``.
             masked: per clip, per ``sub2frames`` entry, ``(masked tokens, labels)`` (labels −1 where
                 not masked); drawn from ``generator`` when None.
         """
         cut = self.cfg.max_txt_len
+        rng = None if masked is not None else as_randomness(generator, len(clips), "MLM")
         groups, labels = [], []
         for b, clip in enumerate(clips):
             override = {}
@@ -109,9 +112,7 @@ class MlmObjective:
                 if masked is not None:
                     toks, lab = masked[b][k]
                 else:
-                    if generator is None:
-                        raise ValueError("MLM collate needs a generator or explicit masks")
-                    toks, lab = self.mask_tokens(clip.subtitles[sub_idx][:cut], generator)
+                    toks, lab = self.mask_tokens(clip.subtitles[sub_idx][:cut], rng.clips[b])
                 override[sub_idx] = toks
                 labels.append([IGNORE, *lab])  # position 0 is [CLS]
             groups.append(clip_groups(clip, self.tokens.cls_id, cut, override))
@@ -126,9 +127,11 @@ class MlmObjective:
         return model.mlm_head(out.index_select(0, batch.masked_rows), model.hero.word_embeddings.weight)
 
     def __call__(self, model, batch: MlmBatch, **_) -> dict[str, Tensor]:
+        """Mean cross-entropy over the masked tokens; ``normalizer`` = their number (see
+        `hero.train.engine`: the engine turns per-rank means into the global mean)."""
         logits = self.predict(model, batch)
         if batch.labels.numel() == 0:  # only empty subtitles: nothing to predict
             loss = logits.float().sum() * 0.0
         else:
             loss = F.cross_entropy(logits.float(), batch.labels)
-        return {"loss": loss, "mlm_loss": loss}
+        return {"loss": loss, "mlm_loss": loss, "normalizer": batch.labels.numel()}

@@ -10,6 +10,10 @@ repeated up to the count), their text is removed from the clip, and each query m
   other clips' queries): hinge ranking losses over in-batch negatives.
 
 The same head and loss serve the VCMR/VR fine-tuning tasks, which bring their own queries.
+
+Across processes, queries and clip representations are gathered from every rank (gradients flow
+back to each slice's owner), so the in-batch negatives of N processes are those of one process
+holding the whole global batch; each rank averages the losses of its own queries.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hero.config import HeroConfig, TextTokens
-from hero.data.batch import Clip, clip_groups, collate_video, pad_token_rows
+from hero.data.batch import Clip, Randomness, as_randomness, clip_groups, collate_video, pad_token_rows
+from hero.distributed import gather_with_grad
 from hero.losses import span_cross_entropy, vsm_ranking_losses
 from hero.model.hero import VideoInputs
 from hero.model.layers import mask_logits
@@ -156,19 +161,25 @@ class VsmObjective:
         chosen = [candidates[i] for i in picked]
         return chosen + [chosen[-1]] * (self.cfg.queries_per_video - len(chosen))
 
-    def collate(self, clips: list[Clip], generator: torch.Generator | None = None,
+    def collate(self, clips: list[Clip], generator: torch.Generator | Randomness | None = None,
                 query_sub_indices: list[list[int]] | None = None, use_span: bool | None = None) -> VsmBatch:
-        """Build a VSM batch; random choices come from ``generator`` unless given explicitly.
+        """Build a VSM batch; random choices come from the batch's random streams unless given
+        explicitly (clip ``b``'s queries from stream ``b``; the span-loss draw from the batch
+        stream, so all ranks agree on it).
 
         A clip whose subtitles own no frame yields no query; it still serves as a negative.
         """
+        rng = None
+        if query_sub_indices is None or use_span is None:
+            if generator is None and query_sub_indices is None:
+                raise ValueError("VSM collate needs a generator (or Randomness) or explicit query_sub_indices")
+            if generator is not None:
+                rng = as_randomness(generator, len(clips), "VSM")
         if query_sub_indices is None:
-            if generator is None:
-                raise ValueError("VSM collate needs a generator or explicit query_sub_indices")
-            query_sub_indices = [self.sample_queries(c, generator) for c in clips]
+            query_sub_indices = [self.sample_queries(c, rng.clips[b]) for b, c in enumerate(clips)]
         if use_span is None:
-            use_span = (generator is None or self.cfg.drop_svmr_prob <= 0
-                        or torch.rand((), generator=generator).item() >= self.cfg.drop_svmr_prob)
+            use_span = (rng is None or self.cfg.drop_svmr_prob <= 0
+                        or torch.rand((), generator=rng.batch).item() >= self.cfg.drop_svmr_prob)
         cut = self.cfg.max_txt_len
         groups, queries, targets, q_vidx = [], [], [], []
         for b, (clip, subs) in enumerate(zip(clips, query_sub_indices)):
@@ -186,10 +197,22 @@ class VsmObjective:
                         torch.tensor(q_vidx, dtype=torch.long), bool(use_span))
 
     def predict(self, model, batch: VsmBatch) -> dict[str, Tensor]:
-        """Frame representations, query vectors, global scores and own-clip span logits."""
+        """Frame representations and query vectors (this rank's), global scores of every query
+        against every clip of the global batch, and own-clip span logits (this rank's queries).
+
+        Returns:
+            ``frames (B, L, D)``, ``q (Q, D)``, ``scores (Q_all, V_all)``, ``q_vidx_all (Q_all,)``,
+            ``q_offset`` (row of this rank's first query in ``scores``) and, when the batch computes
+            the span loss, ``st_logits``/``ed_logits (Q, L)``.
+        """
         frames = model.hero.encode_video(batch.video)
         q = model.hero.encode_query(batch.query_ids, batch.query_mask)
-        out = {"frames": frames, "q": q, "scores": global_scores(q, frames, batch.video.frame_mask)}
+        frames_all, v_offset = gather_with_grad(frames, pad_dims=(1,))
+        mask_all, _ = gather_with_grad(batch.video.frame_mask, pad_dims=(1,))
+        q_all, q_offset = gather_with_grad(q)
+        q_vidx_all, _ = gather_with_grad(batch.q_vidx + v_offset)
+        out = {"frames": frames, "q": q, "scores": global_scores(q_all, frames_all, mask_all),
+               "q_vidx_all": q_vidx_all, "q_offset": q_offset}
         if batch.use_span:
             out["st_logits"], out["ed_logits"] = model.vsm_head.span_logits(
                 q, frames, batch.video.frame_mask, batch.q_vidx)
@@ -197,11 +220,14 @@ class VsmObjective:
 
     def losses(self, pred: dict[str, Tensor], batch: VsmBatch, hard_negatives: bool = False,
                reduction: str = "mean") -> dict[str, Tensor]:
-        """Weighted VSM losses. ``reduction='none'`` gives per-query terms ``(Q,)``."""
+        """Weighted VSM losses of this rank's queries. ``reduction='none'`` gives per-query terms
+        ``(Q,)``; ``'mean'`` averages them (``normalizer`` = Q)."""
         cfg = self.cfg
         ranking = vsm_ranking_losses(
-            pred["scores"], batch.q_vidx, cfg.margin, cfg.ranking_loss,
+            pred["scores"], pred["q_vidx_all"], cfg.margin, cfg.ranking_loss,
             cfg.hard_pool_size if hard_negatives else None, cfg.hard_neg_weight)
+        mine = slice(pred["q_offset"], pred["q_offset"] + batch.q_vidx.shape[0])
+        ranking = {k: v[mine] for k, v in ranking.items()}
         reduce = (lambda x: x.mean()) if reduction == "mean" else (lambda x: x)  # noqa: E731
         out = {
             "neg_ctx_loss": cfg.lw_neg_ctx * reduce(ranking["neg_ctx"]),
@@ -219,6 +245,7 @@ class VsmObjective:
             out["st_ed_loss"] = cfg.lw_st_ed * (ce_st + ce_ed)
         if reduction == "mean":
             out["loss"] = sum(v for k, v in out.items() if k.endswith("_loss"))
+            out["normalizer"] = batch.q_vidx.shape[0]
         return out
 
     def __call__(self, model, batch: VsmBatch, hard_negatives: bool = False) -> dict[str, Tensor]:
