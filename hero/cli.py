@@ -16,6 +16,8 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("the whole system on the synthetic corpus, in minutes", "hero.commands.quickstart"),
+    "pretrain": ("pre-train HERO (MLM, MFM, VSM, FOM) from a YAML config", "hero.commands.pretrain"),
+    "plot": ("draw the loss curves of a run to PNG", "hero.commands.plot"),
     "convert": ("convert a reference HERO checkpoint to our format", "hero.commands.checkpoint"),
     "init-roberta": ("initialise HERO from a RoBERTa checkpoint", "hero.commands.checkpoint"),
     "info": ("print the config of a saved model", "hero.commands.checkpoint"),

@@ -121,9 +121,10 @@ def _write_atomic_dir(directory: Path, write) -> None:
         raise
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike,
-                    metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically."""
+def write_model_files(model: nn.Module, directory: str | os.PathLike,
+                      metadata: dict[str, Any] | None = None) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into an existing ``directory`` (not atomic:
+    callers write into a temporary directory and rename it)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -135,12 +136,20 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike,
         "config": model.config.to_dict(),
         **(metadata or {}),
     }
+    task_config = getattr(model, "task_config", None)
+    if task_config is not None and "task_config" not in meta:
+        import dataclasses
 
-    def write(tmp: Path) -> None:
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        meta["task_config"] = dataclasses.asdict(task_config)
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
 
-    _write_atomic_dir(directory, write)
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike,
+                    metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``directory`` atomically."""
+    directory = Path(directory)
+    _write_atomic_dir(directory, lambda tmp: write_model_files(model, tmp, metadata))
     return directory
 
 
@@ -166,8 +175,6 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
 
 def load_pretrained(cls, directory: str | os.PathLike, strict: bool = True):
     """Instantiate ``cls`` from a saved directory; returns ``(model, LoadReport)``."""
-    from safetensors.torch import load_file
-
     meta = read_config(directory)
     if strict and meta["architecture"] != cls.__name__:
         raise CheckpointError(
@@ -178,15 +185,27 @@ def load_pretrained(cls, directory: str | os.PathLike, strict: bool = True):
         config = HeroConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: bad 'config': {err}") from None
+    model = cls(config)
+    return model, load_weights(model, directory, strict=strict)
+
+
+def load_weights(model: nn.Module, directory: str | os.PathLike, strict: bool = False) -> LoadReport:
+    """Load ``model.safetensors`` of a saved directory into ``model`` (in place).
+
+    Backbone keys move to where ``model`` keeps its backbone, so the weights of one HERO
+    architecture load into another (e.g. pre-training → a task model); keys the checkpoint lacks
+    are reported missing (an error when ``strict``), keys the model lacks are reported ignored.
+    """
+    from safetensors.torch import load_file
+
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
     state = load_file(str(weights))
-    model = cls(config)
     state, notes = _align_backbone_prefix(state, model)
     report = _load_mapped(model, state, source=str(weights), strict=strict)
     report.notes += notes
-    return model, report
+    return report
 
 
 _BACKBONE_MARKER = "f_encoder.embeddings.word_embeddings.weight"

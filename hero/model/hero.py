@@ -113,7 +113,11 @@ def _move(obj, device):
     values = {}
     for f in fields(obj):
         v = getattr(obj, f.name)
-        values[f.name] = v.to(device, non_blocking=True) if hasattr(v, "to") else v
+        if isinstance(v, Tensor):
+            v = v.to(device, non_blocking=True)
+        elif hasattr(v, "to"):  # nested batch objects (CrossModalInputs, AttentionLayout)
+            v = v.to(device)
+        values[f.name] = v
     return type(obj)(**values)
 
 

@@ -49,6 +49,13 @@ class MfmConfig:
             raise ValueError(f"MfmConfig.nce_negatives must be 'valid' or 'all_unmasked', got {self.nce_negatives!r}")
 
 
+@dataclass
+class MffrConfig(MfmConfig):
+    """`MfmConfig` whose default loss is feature regression (the ``mffr`` section of a run config)."""
+
+    loss: str = "mffr"
+
+
 class FrameFeatureHead(nn.Module):
     """``out(LN(gelu(dense(h))))``: hidden → raw frame features (reference ``feat_regress``)."""
 

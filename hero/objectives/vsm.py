@@ -56,6 +56,16 @@ class VsmConfig:
     """Global step from which hard-negative weighting starts (reference pre-training: 20000)."""
     hard_pool_size: int = 20
     hard_neg_weight: float = 10.0
+    span_padding: str = "reference"
+    """``reference``: the span convolution reads the temporal outputs at padded positions (a
+    clip's last logits depend on the batch's padding); ``zeros``: it sees zeros past a clip's end,
+    so results do not depend on batch composition or on the number of processes."""
+
+    def __post_init__(self) -> None:
+        if self.span_padding not in ("reference", "zeros"):
+            raise ValueError(f"VsmConfig.span_padding must be 'reference' or 'zeros', got {self.span_padding!r}")
+        if self.ranking_loss not in ("hinge", "lse"):
+            raise ValueError(f"VsmConfig.ranking_loss must be 'hinge' or 'lse', got {self.ranking_loss!r}")
 
 
 def global_scores(q: Tensor, frames: Tensor, frame_mask: Tensor) -> Tensor:
@@ -88,15 +98,18 @@ class VsmHead(nn.Module):
         self.ed_conv = nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)
 
     def span_logits(self, q: Tensor, frames: Tensor, frame_mask: Tensor,
-                    q_vidx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                    q_vidx: Tensor | None = None, zero_padding: bool = False) -> tuple[Tensor, Tensor]:
         """Start/end logits, padded frames set to exactly −1e4.
-
-        The convolution runs over the padded length, as in the reference.
 
         Args:
             q: ``(Q, D)``; frames ``(V, L, D)``; frame_mask ``(V, L)``.
             q_vidx: ``(Q,)`` the clip of each query: logits on that clip only ``(Q, L)``.
                 None: every query against every clip ``(Q, V, L)``.
+            zero_padding: False (reference): the convolution runs over the padded length and reads
+                the temporal outputs at padded positions, so the last two logits of a clip depend
+                on how far its batch is padded. True: positions past a clip's end are zero for the
+                convolution (as if the clip were alone), which makes the logits independent of the
+                batch.
         """
         proj = self.query_linear(q)
         if q_vidx is None:
@@ -105,6 +118,8 @@ class VsmHead(nn.Module):
         else:
             sim = torch.einsum("qd,qld->ql", proj, frames.index_select(0, q_vidx))
             mask = frame_mask.index_select(0, q_vidx)
+        if zero_padding:
+            sim = sim * mask.to(sim.dtype)
         flat = sim.reshape(-1, 1, sim.shape[-1])
         st = self.st_conv(flat).view_as(sim)
         ed = self.ed_conv(flat).view_as(sim)
@@ -215,7 +230,7 @@ class VsmObjective:
                "q_vidx_all": q_vidx_all, "q_offset": q_offset}
         if batch.use_span:
             out["st_logits"], out["ed_logits"] = model.vsm_head.span_logits(
-                q, frames, batch.video.frame_mask, batch.q_vidx)
+                q, frames, batch.video.frame_mask, batch.q_vidx, zero_padding=self.cfg.span_padding == "zeros")
         return out
 
     def losses(self, pred: dict[str, Tensor], batch: VsmBatch, hard_negatives: bool = False,
@@ -248,5 +263,13 @@ class VsmObjective:
             out["normalizer"] = batch.q_vidx.shape[0]
         return out
 
-    def __call__(self, model, batch: VsmBatch, hard_negatives: bool = False) -> dict[str, Tensor]:
+    def hard_negatives_at(self, step: int | None) -> bool:
+        """Whether optimizer step ``step`` (1-based) is in the hard-negative phase."""
+        start = self.cfg.hard_negative_start_step
+        return start is not None and step is not None and step >= start
+
+    def __call__(self, model, batch: VsmBatch, step: int | None = None,
+                 hard_negatives: bool | None = None) -> dict[str, Tensor]:
+        if hard_negatives is None:
+            hard_negatives = self.hard_negatives_at(step)
         return self.losses(self.predict(model, batch), batch, hard_negatives)

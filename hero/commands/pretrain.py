@@ -1,0 +1,28 @@
+"""``hero pretrain --config configs/pretrain/NAME.yaml [key=value ...]``.
+
+Runs (or resumes) a pre-training run. Launch on many processes with torchrun:
+``torchrun --nproc-per-node 8 -m hero pretrain --config ...`` (see docs/distributed.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML run config (configs/pretrain/*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. optim.lr=1e-4 train.num_train_steps=200")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hero.train.config import dump_config, load_config
+    from hero.train.pretrain import PretrainConfig, run_pretrain
+
+    config = load_config(PretrainConfig, args.config, args.overrides)
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
+    run_pretrain(config)
+    return 0

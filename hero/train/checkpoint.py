@@ -1,0 +1,204 @@
+"""Resumable training checkpoints: safetensors and JSON, written atomically, the last N kept.
+
+Layout of a run directory::
+
+    RUN/checkpoints/step-00001000/
+        config.json, model.safetensors   the model (our format: `from_pretrained` loads it)
+        optimizer.safetensors            every optimizer state tensor, keyed ``state.{param}.{name}``
+        rng.safetensors                  the torch (and CUDA) RNG state of every rank
+        trainer_state.json               step, optimizer param groups, gradient-scaler state
+    RUN/checkpoints/latest               name of the newest complete checkpoint
+
+A checkpoint is written into a temporary sibling directory, flushed, and renamed into place; only
+then does ``latest`` move (itself replaced atomically) and older checkpoints get pruned. A run
+killed at any moment (SIGKILL included) therefore leaves ``latest`` naming a complete checkpoint.
+The data position is the step: batches are a pure function of (seed, step), see `hero.train.data`.
+Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hero.errors import HeroError
+from hero.model.checkpoint import write_model_files
+
+FORMAT = "hero-train-state"
+FORMAT_VERSION = 1
+LATEST = "latest"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Split an optimizer state dict into flat tensors and JSON-able parameter groups."""
+    sd = optimizer.state_dict()
+    tensors = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                value = torch.tensor(value)
+            tensors[f"state.{pid}.{key}"] = value.detach().to("cpu").contiguous()
+    return tensors, sd["param_groups"]
+
+
+def optimizer_state_dict(tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler_state: dict | None, rng_states: list[dict[str, torch.Tensor]], keep_last: int,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write checkpoint ``step`` (rank 0 only), move ``latest`` to it, prune to ``keep_last``.
+
+    Args:
+        rng_states: one dict per rank (``{"cpu": ByteTensor, "cuda": ByteTensor?}``), in rank order.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_name(step)
+    tmp = root / f".{step_name(step)}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        write_model_files(model, tmp, metadata={"training_step": step})
+        opt_tensors, groups = optimizer_tensors(optimizer)
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        rng = {f"rank{r}.{k}": v.contiguous() for r, st in enumerate(rng_states) for k, v in st.items()}
+        save_file(rng, str(tmp / "rng.safetensors"))
+        state = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step,
+                 "world_size": len(rng_states), "param_groups": groups, "scaler": scaler_state,
+                 **(extra or {})}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # a previous run died after renaming but before moving `latest`
+            shutil.rmtree(final)
+        tmp.rename(final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_text_atomic(root / LATEST, final.name + "\n")
+    prune(root, keep_last)
+    return final
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` complete checkpoints and stale temporary dirs."""
+    done = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in done[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".step-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``latest`` names, or None when the run has none."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text().strip()
+    if not (path / "trainer_state.json").is_file():
+        raise HeroError(f"{pointer}: names {path.name}, which is not a complete checkpoint")
+    return path
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise HeroError(f"{path / 'trainer_state.json'}: cannot read ({err})") from None
+    if state.get("format") != FORMAT or state.get("format_version", 0) > FORMAT_VERSION:
+        raise HeroError(f"{path}: not a training checkpoint this version can read")
+    return state
+
+
+def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, groups: list[dict]) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(path) / "optimizer.safetensors"))
+    try:
+        optimizer.load_state_dict(optimizer_state_dict(tensors, groups))
+    except (ValueError, KeyError) as err:
+        raise HeroError(f"{path}: optimizer state does not fit this model/optimizer ({err})") from None
+
+
+def load_rng(path: str | Path, rank: int) -> dict[str, torch.Tensor] | None:
+    """This rank's saved RNG states, or None if the checkpoint has none for it."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(path) / "rng.safetensors"))
+    prefix = f"rank{rank}."
+    mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return mine or None
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A directory holding ``config.json`` + ``model.safetensors`` for ``path``: itself, a
+    training checkpoint, or a run directory (its final model, else its latest checkpoint)."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    if (path / "model" / "model.safetensors").is_file():
+        return path / "model"
+    latest = latest_checkpoint(path) if (path / "checkpoints").is_dir() else None
+    if latest is not None:
+        return latest
+    raise HeroError(f"{path}: no model here (expected config.json + model.safetensors, a run directory "
+                    f"with model/ or checkpoints/, or a training checkpoint)")

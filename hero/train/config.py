@@ -1,0 +1,251 @@
+"""Run configuration: typed dataclasses filled from YAML files and ``key=value`` overrides.
+
+The dataclasses are the schema: every field has a default and a docstring; a YAML file lists only
+what differs; ``a.b=value`` overrides on the command line come last. Unknown keys and values of
+the wrong type are errors naming the file (or override) and the key. The resolved config is
+written with the run (``config.yaml``) and alone reproduces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hero.errors import HeroError
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then linear decay (reference ``optim/``)."""
+
+    lr: float = 3e-5
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    """Not applied to biases and LayerNorm parameters."""
+    warmup_steps: int = 10000
+    schedule: str = "linear"
+    """``linear``: ``lr·s/warmup`` then ``lr·(T−s)/(T−warmup)`` (reference); ``constant`` after warm-up."""
+    grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping."""
+    lr_mul: float = 1.0
+    """Learning-rate multiplier of the parameters outside the backbone (task heads)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("linear", "constant"):
+            raise HeroError(f"optim.schedule must be 'linear' or 'constant', got {self.schedule!r}")
+        if self.lr <= 0 or self.warmup_steps < 0:
+            raise HeroError(f"optim.lr must be > 0 and optim.warmup_steps >= 0 (got {self.lr}, {self.warmup_steps})")
+
+
+@dataclass
+class TrainConfig:
+    """The loop: length, batch, precision, logging and checkpoints."""
+
+    num_train_steps: int = 100000
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Items (clips for pre-training) per process and micro-batch."""
+    grad_accum_steps: int = 1
+    grad_accum_reduction: str = "mean"
+    """``mean`` averages micro-batch gradients; ``sum`` adds them (the reference's behaviour, which
+    scales the effective learning rate with the number of micro-batches)."""
+    precision: str = "fp32"
+    """``fp32``, ``bf16`` (autocast, CPU or GPU) or ``fp16`` (autocast + gradient scaler, GPU only)."""
+    seed: int = 77
+    num_workers: int = 2
+    """DataLoader worker processes per rank (0 = collate in the training process)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available, one GPU per local rank), ``cpu`` or ``cuda``."""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+    log_every: int = 1
+    """Write a log record every this many steps (each step trains one objective, so 1 keeps every
+    objective's curve complete)."""
+    save_every: int = 1000
+    """Write a resumable checkpoint every this many optimizer steps (and at the end)."""
+    keep_last: int = 3
+    """Checkpoints kept on disk (older ones are deleted once a newer one is complete)."""
+    eval_every: int = 0
+    """Evaluate every this many steps (0: only at the end, when the run has an evaluation)."""
+    progress: bool = True
+    """Show a progress bar (rank 0)."""
+    compile: bool = False
+    """``torch.compile`` the model (GPU runs; the dynamic shapes of subtitle packing recompile often)."""
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise HeroError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.grad_accum_reduction not in ("mean", "sum"):
+            raise HeroError(f"train.grad_accum_reduction must be 'mean' or 'sum', got {self.grad_accum_reduction!r}")
+        for name in ("num_train_steps", "batch_size", "grad_accum_steps", "save_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise HeroError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class ModelSpec:
+    """Which model to build and how to initialise it."""
+
+    preset: str = "hero-base"
+    """A `hero.config.PRESETS` name."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """`HeroConfig` fields to change. ``vfeat_dim`` and the vocabulary sizes are taken from the
+    corpus (feature store and tokenizer) unless given here."""
+    init: str | None = None
+    """``None`` (random, reference initialisation), a directory saved by ``save_pretrained`` or a
+    training checkpoint (e.g. a pre-training run's), ``reference:FILE`` (a reference ``.pt``), or
+    ``roberta:DIR_OR_NAME`` (a Hugging Face RoBERTa, as the reference pre-training starts)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except HeroError as err:
+                errors.append(str(err))
+        raise HeroError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise HeroError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (dict,):
+        if not isinstance(value, dict):
+            raise HeroError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return {_convert(k, kt, where): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise HeroError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise HeroError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        items = [_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise HeroError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HeroError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise HeroError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise HeroError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise HeroError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a (nested) dict; unknown keys are errors naming ``where.key``."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise HeroError(f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+                        f"known keys: {', '.join(sorted(known))}")
+    kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except HeroError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise HeroError(f"{where}: {err}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (tree) as plain YAML-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply ``a.b.c=value`` to a nested dict (the value is parsed as YAML)."""
+    if "=" not in override:
+        raise HeroError(f"override {override!r}: expected key=value (e.g. optim.lr=1e-4)")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise HeroError(f"override {override!r}: empty key component")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise HeroError(f"override {override!r}: cannot parse value ({err})") from None
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise HeroError(f"override {override!r}: {p!r} is not a mapping")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise HeroError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise HeroError(f"{path}: invalid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise HeroError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] = ()) -> Any:
+    """Dataclass ``cls`` from defaults ← YAML file ← ``key=value`` overrides."""
+    data = read_yaml(path) if path is not None else {}
+    for o in overrides:
+        apply_override(data, o)
+    return from_dict(cls, data, where=str(path) if path is not None else "config")
+
+
+def dump_config(obj: Any) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)

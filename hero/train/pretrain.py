@@ -1,0 +1,180 @@
+"""Pre-training recipe (paper §3.2): MLM, MFM (MNCE / MFFR), FOM and VSM mixed by ratio.
+
+``run_pretrain(config)`` = set up the process group, read the corpora, build and initialise
+`HeroForPretraining`, and hand the step-indexed batches (`hero.train.data`) and the objectives to
+the shared `Engine`. Launch with ``hero pretrain --config ...`` on one process, or with
+``torchrun --nproc-per-node G [--nnodes N ...] -m hero pretrain --config ...`` on many.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hero.errors import HeroError
+from hero.objectives import OBJECTIVES, HeroForPretraining
+from hero.objectives.fom import FomConfig
+from hero.objectives.mfm import MffrConfig, MfmConfig
+from hero.objectives.mlm import MlmConfig
+from hero.objectives.vsm import VsmConfig
+from hero.train.build import hero_config, initialise
+from hero.train.config import ModelSpec, OptimConfig, TrainConfig, dump_config, read_yaml, to_dict
+from hero.train.data import Mix, PretrainBatches
+from hero.train.distributed import barrier, setup
+from hero.train.engine import Engine
+
+EVAL_SPLITS = ("val", "test", "test_public", "test-public", "dev")
+
+
+@dataclass
+class DataSpec:
+    corpora: list[str] = field(default_factory=lambda: ["data/synthetic"])
+    """Prepared dataset directories (`hero.data.corpus.Corpus`), e.g. TV and HowTo100M."""
+    ratios: list[float] | None = None
+    """Sampling ratio of each corpus (reference ``targets_ratio``); equal when None."""
+    max_clip_len: int = 100
+    """Frames per clip (longer clips are cut, as the reference does)."""
+    videos: str = "exclude-eval"
+    """Which videos pre-training sees: ``all``, ``exclude-eval`` (every video except those of the
+    corpus's val/test annotations, so downstream evaluation stays unseen), or a file listing video
+    ids (one per line)."""
+
+
+@dataclass
+class PretrainConfig:
+    """A pre-training run (YAML: ``configs/pretrain/*.yaml``)."""
+
+    output_dir: str = "runs/pretrain"
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    mix: dict[str, float] = field(default_factory=lambda: {"mlm": 2.0, "mfm-nce": 2.0, "fom": 1.0, "vsm": 2.0})
+    """Objective ratios; one objective is drawn per optimizer step (paper: MLM:MNCE:FOM:VSM = 2:2:1:2)."""
+    mlm: MlmConfig = field(default_factory=MlmConfig)
+    mfm_nce: MfmConfig = field(default_factory=MfmConfig)
+    mffr: MffrConfig = field(default_factory=MffrConfig)
+    fom: FomConfig = field(default_factory=FomConfig)
+    vsm: VsmConfig = field(default_factory=VsmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def objective_config(self, name: str):
+        return getattr(self, name.replace("-", "_"))
+
+
+# Settings that may change when a run is resumed (they do not change what is computed).
+RESUMABLE_CHANGES = {"train.num_workers", "train.progress", "train.log_every", "train.threads", "train.device",
+                     "train.save_every", "train.keep_last", "train.eval_every", "train.num_train_steps"}
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def write_or_check_config(run_dir: Path, config: Any) -> None:
+    """Save the resolved config as ``config.yaml``; on resume, refuse a config that changes the run."""
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        old, new = _flat(read_yaml(path)), _flat(to_dict(config))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+        if changed:
+            diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:10])
+            raise HeroError(f"{run_dir} holds a run with a different config ({diffs}); resume it with the same "
+                            f"config or choose a new output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(dump_config(config))
+    tmp.replace(path)
+
+
+def pretraining_videos(corpus: Any, which: str) -> list[str]:
+    vids = list(corpus.video_ids())
+    if which == "all":
+        return vids
+    if which == "exclude-eval":
+        held_out = set()
+        for dataset, split in corpus.datasets():
+            if split in EVAL_SPLITS:
+                for rec in corpus.annotations(dataset, split):
+                    held_out.add(rec["vid"])
+        return [v for v in vids if v not in held_out]
+    path = Path(which)
+    if not path.is_file():
+        raise HeroError(f"data.videos: {which!r} is neither 'all', 'exclude-eval' nor a file of video ids")
+    wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    known = set(vids)
+    missing = [v for v in wanted if v not in known]
+    if missing:
+        raise HeroError(f"{path}: {len(missing)} video id(s) not in the corpus, e.g. {missing[:5]}")
+    return wanted
+
+
+class PretrainStep:
+    """The engine's loss function: the objective the batch was built for."""
+
+    def __init__(self, objectives: dict[str, Any]) -> None:
+        self.objectives = objectives
+
+    def __call__(self, model, meta: dict, batch: Any, step: int) -> dict:
+        return self.objectives[meta["objective"]](model, batch, step=step)
+
+
+def build_objectives(config: PretrainConfig, tokens) -> dict[str, Any]:
+    out = {}
+    for name, ratio in config.mix.items():
+        if name not in OBJECTIVES:
+            raise HeroError(f"mix: unknown objective {name!r}; choose from {sorted(OBJECTIVES)}")
+        if ratio > 0:
+            out[name] = OBJECTIVES[name][1](config.objective_config(name), tokens)
+    return out
+
+
+def run_pretrain(config: PretrainConfig, log=print) -> Path:
+    """Pre-train (or resume) the run in ``config.output_dir``; returns the final model directory."""
+    from hero.data.corpus import Corpus
+
+    env = setup(config.train.device)
+    run_dir = Path(config.output_dir)
+    if env.is_main:
+        write_or_check_config(run_dir, config)
+    barrier()
+    corpora = [Corpus(p, max_clip_len=config.data.max_clip_len) for p in config.data.corpora]
+    if not corpora:
+        raise HeroError("data.corpora is empty")
+    tokens = corpora[0].tokens
+    for c in corpora[1:]:
+        if c.tokens != tokens or c.video_store.meta.dim != corpora[0].video_store.meta.dim:
+            raise HeroError(f"corpus {c.root} uses another tokenizer or feature size than {corpora[0].root}")
+    ratios = config.data.ratios or [1.0] * len(corpora)
+    if len(ratios) != len(corpora):
+        raise HeroError(f"data.ratios has {len(ratios)} entries for {len(corpora)} corpora")
+    sources = [(c, pretraining_videos(c, config.data.videos)) for c in corpora]
+
+    torch.manual_seed(config.train.seed)
+    model = HeroForPretraining(hero_config(config.model, corpora[0]))
+    initialise(model, config.model, log=log if env.is_main else (lambda *_: None))
+    objectives = build_objectives(config, tokens)
+    mix = Mix({k: v for k, v in config.mix.items() if v > 0}, ratios)
+    batches = PretrainBatches(sources, objectives, mix, config.train.batch_size, config.train.seed,
+                              env.rank, env.world_size, config.train.grad_accum_steps)
+    if env.is_main:
+        n = sum(p.numel() for p in model.parameters())
+        log(f"pre-training {config.model.preset} ({n:,} parameters) on "
+            + ", ".join(f"{c.root} ({len(v)} videos)" for c, v in sources)
+            + "; mix " + ", ".join(f"{k} {p:.0%}" for k, p in mix.frequencies().items()))
+    engine = Engine(model, config.train, config.optim, run_dir, batches, PretrainStep(objectives),
+                    find_unused_parameters=True, env=env)
+    engine.run()
+    final = run_dir / "model"
+    if env.is_main:
+        model.save_pretrained(final, metadata={"training_step": engine.step, "run": str(run_dir)})
+        log(f"saved {final}")
+    barrier()
+    return final

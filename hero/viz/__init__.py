@@ -1,0 +1,1 @@
+"""Figures (matplotlib, PNG): loss curves, moment predictions, attention maps."""
