@@ -17,6 +17,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("the whole system on the synthetic corpus, in minutes", "hero.commands.quickstart"),
     "pretrain": ("pre-train HERO (MLM, MFM, VSM, FOM) from a YAML config", "hero.commands.pretrain"),
+    "finetune": ("fine-tune on a downstream task from a YAML config", "hero.commands.finetune"),
+    "predict": ("write predictions of a fine-tuned model in the official formats", "hero.commands.predict"),
     "plot": ("draw the loss curves of a run to PNG", "hero.commands.plot"),
     "convert": ("convert a reference HERO checkpoint to our format", "hero.commands.checkpoint"),
     "init-roberta": ("initialise HERO from a RoBERTa checkpoint", "hero.commands.checkpoint"),

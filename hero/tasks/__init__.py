@@ -1,1 +1,49 @@
-"""Downstream tasks (paper §4): one module each."""
+"""Downstream tasks (paper §4): one module each, exposing a ``TASK`` object (see DEVELOPERS.md).
+
+`TASKS` maps task names to their modules (imported on first use); `DATASET_TASKS` says which task
+reads which annotation dataset.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hero.errors import HeroError
+
+TASKS: dict[str, str] = {
+    "vcmr": "hero.tasks.vcmr",
+    "vr": "hero.tasks.vr",
+    "video_qa": "hero.tasks.video_qa",
+    "violin": "hero.tasks.violin",
+    "tvc": "hero.tasks.captioning",
+}
+
+DATASET_TASKS: dict[str, str] = {
+    "tvr": "vcmr", "how2r": "vcmr", "didemo": "vcmr",
+    "msrvtt": "vr",
+    "tvqa": "video_qa", "how2qa": "video_qa",
+    "violin": "violin",
+    "tvc": "tvc",
+}
+
+
+def get_task(name: str) -> Any:
+    """The ``TASK`` object of a task name (or of a dataset name, via `DATASET_TASKS`)."""
+    name = DATASET_TASKS.get(name, name)
+    if name not in TASKS:
+        raise HeroError(f"unknown task {name!r}; choose one of {sorted(TASKS)} "
+                        f"(or a dataset: {sorted(DATASET_TASKS)})")
+    return importlib.import_module(TASKS[name]).TASK
+
+
+def task_of_model(architecture: str) -> Any:
+    """The ``TASK`` whose model class is named ``architecture`` (from a checkpoint's config.json)."""
+    for name in TASKS:
+        try:
+            task = get_task(name)
+        except ImportError:
+            continue
+        if task.model_class.__name__ == architecture:
+            return task
+    raise HeroError(f"no task has the model class {architecture!r}")

@@ -1,0 +1,30 @@
+"""``hero finetune --config configs/finetune/NAME.yaml [key=value ...]``.
+
+Fine-tunes (or resumes) a downstream task; evaluates on ``eval_split`` every ``train.eval_every``
+steps and at the end. Many processes: ``torchrun --nproc-per-node G -m hero finetune --config ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML run config (configs/finetune/*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. model.init=runs/pretrain-tiny train.num_train_steps=200")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hero.train.config import dump_config, load_config
+    from hero.train.finetune import FinetuneConfig, run_finetune
+
+    config = load_config(FinetuneConfig, args.config, args.overrides)
+    if args.print_config:
+        print(dump_config(config), end="")
+        return 0
+    metrics = run_finetune(config)
+    for key, value in metrics.items():
+        print(f"{key}: {value}")
+    return 0

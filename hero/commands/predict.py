@@ -1,0 +1,59 @@
+"""``hero predict --model DIR --corpus DIR --dataset NAME --split SPLIT --out FILE``.
+
+Runs a fine-tuned model (a run directory, a checkpoint or a saved model) over a split and writes
+its predictions in the task's official format (TVR submission JSON, ``{qid: answer}`` JSON, TVC
+JSONL, ...). With ``--eval`` it also scores them against the split's annotations.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="fine-tuned run directory, checkpoint or model dir")
+    p.add_argument("--corpus", required=True, type=Path, help="prepared dataset directory")
+    p.add_argument("--dataset", required=True, help="annotation dataset, e.g. tvr, tvqa, violin, tvc")
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", required=True, type=Path, help="prediction file to write")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-clip-len", type=int, default=100)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--eval", action="store_true", help="also score the predictions (needs ground truth)")
+    p.add_argument("task_config", nargs="*", metavar="key=value", help="task settings to change for inference")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+    import yaml
+
+    from hero.data.corpus import Corpus
+    from hero.errors import HeroError
+    from hero.train.distributed import pick_device
+    from hero.train.finetune import load_task_model, write_json_atomic
+
+    overrides = {}
+    for kv in args.task_config:
+        if "=" not in kv:
+            raise HeroError(f"{kv!r}: expected key=value")
+        k, v = kv.split("=", 1)
+        overrides[k] = yaml.safe_load(v)
+    task, cfg, model = load_task_model(args.model, overrides)
+    device = pick_device(args.device, 0)
+    model = model.to(device).eval()
+    corpus = Corpus(args.corpus, max_clip_len=args.max_clip_len)
+    with torch.no_grad():
+        preds = task.predict(model, corpus, args.dataset, args.split, cfg, args.batch_size, device)
+    writer = getattr(task, "write_predictions", None)
+    if writer is not None:
+        writer(preds, args.out)
+    else:
+        write_json_atomic(args.out, preds)
+    print(f"wrote {args.out}")
+    if args.eval:
+        metrics = task.evaluate(preds, corpus, args.dataset, args.split, cfg)
+        print(json.dumps(metrics, indent=2))
+    return 0
