@@ -1,7 +1,7 @@
 """Downstream tasks (paper §4): one module each, exposing a ``TASK`` object (see DEVELOPERS.md).
 
-`TASKS` maps task names to their modules (imported on first use); `DATASET_TASKS` says which task
-reads which annotation dataset.
+`TASKS` maps task names to ``module:attribute`` of their task object (imported on first use);
+`DATASET_TASKS` says which task reads which annotation dataset.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 from hero.errors import HeroError
 
 TASKS: dict[str, str] = {
-    "vcmr": "hero.tasks.vcmr",
-    "vr": "hero.tasks.vr",
-    "video_qa": "hero.tasks.video_qa",
-    "violin": "hero.tasks.violin",
-    "tvc": "hero.tasks.captioning",
+    "vcmr": "hero.tasks.retrieval:VCMR",
+    "vr": "hero.tasks.retrieval:VR",
+    "video_qa": "hero.tasks.video_qa:TASK",
+    "violin": "hero.tasks.violin:TASK",
+    "tvc": "hero.tasks.captioning:TASK",
 }
 
 DATASET_TASKS: dict[str, str] = {
@@ -34,7 +34,8 @@ def get_task(name: str) -> Any:
     if name not in TASKS:
         raise HeroError(f"unknown task {name!r}; choose one of {sorted(TASKS)} "
                         f"(or a dataset: {sorted(DATASET_TASKS)})")
-    return importlib.import_module(TASKS[name]).TASK
+    module, attr = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def task_of_model(architecture: str) -> Any:
