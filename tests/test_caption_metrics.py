@@ -220,3 +220,29 @@ def test_evaluate_files_writes_the_metrics(tmp_path, monkeypatch):
         assert scores == caption_metrics(PREDICTIONS, REFERENCES)
     assert json.loads(out.read_text()) == scores
     assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]
+
+
+def test_a_failing_meteor_is_reported_not_hung(monkeypatch):
+    """pycocoevalcap's Meteor keeps its lock when the Java process dies, and its __del__ takes the lock."""
+    import threading
+
+    import pycocoevalcap.meteor.meteor as meteor_module
+
+    deleted = []
+
+    class DyingMeteor:
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def compute_score(self, gts, res):
+            self.lock.acquire()
+            return float(b"".strip()), []  # what an empty line from a dead process gives
+
+        def __del__(self):
+            with self.lock:
+                deleted.append(True)
+
+    monkeypatch.setattr(meteor_module, "Meteor", DyingMeteor)
+    with pytest.raises(HeroError, match="METEOR .* failed"):
+        metrics.score_tokenized({1: ["a b"]}, {1: ["a"]}, meteor=True)
+    assert deleted == [True]

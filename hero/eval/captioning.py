@@ -209,13 +209,16 @@ def _meteor(gts: dict, res: dict) -> float:
 
     try:
         scorer = Meteor()
-        try:
-            return float(scorer.compute_score(gts, res)[0])
-        finally:
-            del scorer  # stops its Java process
-    except (OSError, ValueError) as err:
-        raise HeroError(f"METEOR (Java, pycocoevalcap) failed: {err!r}; it needs Java and about 2 GB of memory") \
-            from None
+    except OSError as err:
+        raise HeroError(f"METEOR (Java, pycocoevalcap) could not start: {err}") from None
+    try:
+        return float(scorer.compute_score(gts, res)[0])
+    except ValueError as err:  # the Java process died: its output is empty
+        raise HeroError(f"METEOR (Java, pycocoevalcap) failed: {err}; it needs about 2 GB of memory") from None
+    finally:
+        if scorer.lock.locked():  # a failed compute_score keeps it, and the scorer's __del__ would wait forever
+            scorer.lock.release()
+        del scorer  # its __del__ stops the Java process
 
 
 # ---------------------------------------------------------------------------------------------
