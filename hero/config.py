@@ -17,6 +17,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+BACKBONES = ("hero", "f-trm", "h-trm")
+"""Names of the video encoders `hero.model.build_backbone` builds."""
+
 
 @dataclass
 class HeroConfig:
@@ -58,6 +61,10 @@ class HeroConfig:
     initializer_range: float = 0.02
     span_kernel_size: int = 5
     """Kernel of the VSM start/end 1-D convolutions."""
+    backbone: str = "hero"
+    """Video encoder: ``hero`` (the paper's), or the ablation baselines of paper §4.3,
+    ``f-trm`` (one flat transformer over frames and all subtitle tokens) and ``h-trm`` (frames
+    plus max-pooled subtitle embeddings into the Temporal Transformer). See `hero.model.baselines`."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -79,6 +86,8 @@ class HeroConfig:
         for name in ("num_cross_layers", "num_temporal_layers", "vfeat_dim", "max_frm_seq_len"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
         if problems:
             raise ValueError("invalid HeroConfig: " + "; ".join(problems))
 

@@ -192,7 +192,7 @@ def pack_groups(groups: Sequence[Sequence[Group]], clip_lengths: Sequence[int], 
         max_buckets: attention buckets of similar group length (see `bucket_lengths`).
     """
     frm_index, frm_pos, frm_group, txt_ids, txt_pos, txt_group = [], [], [], [], [], []
-    n_frames, n_text = [], []
+    n_frames, n_text, group_clip = [], [], []
     g = 0
     for b, (clip, n) in enumerate(zip(groups, clip_lengths)):
         for frames, text in clip:
@@ -214,6 +214,7 @@ def pack_groups(groups: Sequence[Sequence[Group]], clip_lengths: Sequence[int], 
             txt_group.append(np.full(len(text), g))
             n_frames.append(len(frames))
             n_text.append(len(text))
+            group_clip.append(b)
             g += 1
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)  # noqa: E731
     frm_index, frm_pos, frm_group = cat(frm_index), cat(frm_pos), cat(frm_group)
@@ -224,7 +225,7 @@ def pack_groups(groups: Sequence[Sequence[Group]], clip_lengths: Sequence[int], 
     return CrossModalInputs(
         txt_ids=as_t(txt_ids), txt_pos=as_t(txt_pos), txt_group=as_t(txt_group),
         frm_index=as_t(frm_index), frm_pos=as_t(frm_pos), frm_group=as_t(frm_group),
-        layout=layout, num_groups=g,
+        layout=layout, num_groups=g, group_clip=as_t(np.asarray(group_clip, dtype=np.int64)),
     )
 
 

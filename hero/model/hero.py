@@ -68,6 +68,8 @@ class CrossModalInputs:
         frm_group: ``(Nf,)`` group of each frame.
         layout: attention layout of the ``N = Nf + Nt`` packed rows.
         num_groups: ``G``.
+        group_clip: ``(G,)`` clip of each group (used by the flat F-TRM baseline); None when the
+            batch was built without it.
     """
 
     txt_ids: Tensor
@@ -78,6 +80,7 @@ class CrossModalInputs:
     frm_group: Tensor
     layout: AttentionLayout
     num_groups: int
+    group_clip: Tensor | None = None
 
     @property
     def num_frames(self) -> int:

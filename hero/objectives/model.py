@@ -14,9 +14,9 @@ from typing import Any
 from torch import nn
 
 from hero.config import HeroConfig
+from hero.model.baselines import build_backbone
 from hero.model.checkpoint import PretrainedMixin
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
-from hero.model.hero import Hero
 from hero.model.layers import init_weights
 from hero.objectives.fom import fom_head
 from hero.objectives.mfm import FrameFeatureHead
@@ -46,7 +46,7 @@ class HeroForPretraining(nn.Module, PretrainedMixin):
     def __init__(self, config: HeroConfig) -> None:
         super().__init__()
         self.config = config
-        self.hero = Hero(config)
+        self.hero = build_backbone(config)
         self.mlm_head = MlmHead(config)
         self.mfm_head = FrameFeatureHead(config)
         self.fom_head = fom_head(config)

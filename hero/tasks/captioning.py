@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.errors import HeroError
+from hero.model.baselines import build_backbone
 from hero.model.checkpoint import (
     CheckpointError,
     PretrainedMixin,
@@ -50,7 +51,7 @@ from hero.model.checkpoint import (
     reference_config_for,
 )
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
-from hero.model.hero import Hero, VideoInputs
+from hero.model.hero import VideoInputs
 from hero.model.layers import MASK_VALUE, AddNorm, Intermediate, activation_dtype, init_weights
 from hero.objectives.mlm import MlmHead
 
@@ -264,7 +265,7 @@ class HeroForTvc(nn.Module, PretrainedMixin):
                             f"num_attention_heads {cfg.num_attention_heads}")
         self.config = config
         self.task_config = cfg
-        self.hero = Hero(config)
+        self.hero = build_backbone(config)
         d = config.hidden_size
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, d)
         self.emb_LayerNorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
