@@ -1,4 +1,4 @@
-"""``hero predict --model DIR --corpus DIR --dataset NAME --split SPLIT --out FILE``.
+"""``hero predict --model DIR --corpus DIR --dataset NAME --split SPLIT --out FILE`` (torchrun-ready).
 
 Runs a fine-tuned model (a run directory, a checkpoint or a saved model) over a split and writes
 its predictions in the task's official format (TVR submission JSON, ``{qid: answer}`` JSON, TVC
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hero.data.corpus import Corpus
     from hero.errors import HeroError
-    from hero.train.distributed import pick_device
+    from hero.train.distributed import setup
     from hero.train.finetune import load_task_model, write_json_atomic
 
     overrides = {}
@@ -42,11 +42,16 @@ def run(args: argparse.Namespace) -> int:
         k, v = kv.split("=", 1)
         overrides[k] = yaml.safe_load(v)
     task, cfg, model = load_task_model(args.model, overrides)
-    device = pick_device(args.device, 0)
+    # Under torchrun, tasks that support it (retrieval) shard the corpus encoding across ranks;
+    # every rank returns the same predictions and rank 0 writes them.
+    env = setup(args.device)
+    device = env.device
     model = model.to(device).eval()
     corpus = Corpus(args.corpus, max_clip_len=args.max_clip_len)
     with torch.no_grad():
         preds = task.predict(model, corpus, args.dataset, args.split, cfg, args.batch_size, device)
+    if not env.is_main:
+        return 0
     writer = getattr(task, "write_predictions", None)
     if writer is not None:
         writer(preds, args.out)
