@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("fine-tune on a downstream task from a YAML config", "hero.commands.finetune"),
     "predict": ("write predictions of a fine-tuned model in the official formats", "hero.commands.predict"),
     "plot": ("draw the loss curves of a run to PNG", "hero.commands.plot"),
+    "figure": ("draw attention maps, moment predictions or loss curves to PNG", "hero.commands.figure"),
     "convert": ("convert a reference HERO checkpoint to our format", "hero.commands.checkpoint"),
     "init-roberta": ("initialise HERO from a RoBERTa checkpoint", "hero.commands.checkpoint"),
     "info": ("print the config of a saved model", "hero.commands.checkpoint"),
