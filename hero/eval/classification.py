@@ -1,0 +1,269 @@
+"""Accuracy of multiple-choice video QA (TVQA, How2QA) and VIOLIN predictions.
+
+Prediction files are what `hero predict` writes (and what the reference ``eval_videoQA.py`` /
+``eval_violin.py`` write): one JSON object, ``{qid: answer_idx}`` for QA and ``{qid: 0 | 1}`` for
+VIOLIN (1 = the statement is entailed, i.e. ``sigmoid(logit) > 0.5``). Ground truth is the split's
+annotation JSONL (DEVELOPERS.md record formats); the raw TVQA lines (``qid``, ``a0..a4``,
+``answer_idx``) and HERO's VIOLIN lines (``desc_id``, ``label``) are read too.
+
+Scores are percentages (like every other metric of the package and the paper's tables):
+
+* QA: ``accuracy``, ``num_questions``, and ``accuracy/<q_type>`` / ``num_questions/<q_type>``
+  for every question type present in the ground truth (TVQA's ``q_type``; How2QA has none).
+* VIOLIN: ``accuracy``, ``num_statements``.
+
+Every prediction of the split must be there, exactly once, and nothing else: a malformed file is a
+`HeroError` naming the file and the offending qids (not a silently lower score).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hero.errors import HeroError
+
+Where = Callable[[int], str]
+
+MAX_LISTED = 5
+"""How many offending qids an error message names (the count is always exact)."""
+
+
+def _examples(keys: Sequence[Any]) -> str:
+    shown = ", ".join(repr(k) for k in list(keys)[:MAX_LISTED])
+    more = f", ... ({len(keys) - MAX_LISTED} more)" if len(keys) > MAX_LISTED else ""
+    return shown + more
+
+
+def _qid(record: Mapping[str, Any], where: str) -> str:
+    for key in ("qid", "desc_id"):
+        if key in record and record[key] is not None:
+            return str(record[key])
+    raise HeroError(f"{where}: record has no 'qid'")
+
+
+def _num_answers(record: Mapping[str, Any]) -> int | None:
+    """Answer candidates of a QA record: ``answers``/``a_ids`` lists, or raw ``a0, a1, ...`` keys."""
+    for key in ("answers", "a_ids"):
+        if isinstance(record.get(key), list):
+            return len(record[key])
+    n = 0
+    while f"a{n}" in record:
+        n += 1
+    return n or None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_keys(preds: Mapping[Any, Any], gt_qids: Sequence[str], pred_source: str,
+                gt_source: str) -> dict[str, Any]:
+    """Predictions keyed by ``str(qid)``; every GT qid present, no other one."""
+    if not isinstance(preds, Mapping):
+        raise HeroError(f"{pred_source}: expected a JSON object {{qid: prediction}}, got {type(preds).__name__}")
+    by_qid: dict[str, Any] = {}
+    for key, value in preds.items():
+        k = str(key)
+        if k in by_qid:
+            raise HeroError(f"{pred_source}: qid {k!r} is predicted twice")
+        by_qid[k] = value
+    known = set(gt_qids)
+    missing = [q for q in gt_qids if q not in by_qid]
+    unknown = [q for q in by_qid if q not in known]
+    if missing:
+        raise HeroError(f"{pred_source}: no prediction for {len(missing)} of the {len(gt_qids)} qids of "
+                        f"{gt_source}: {_examples(missing)}")
+    if unknown:
+        raise HeroError(f"{pred_source}: {len(unknown)} predicted qids are not in {gt_source}: "
+                        f"{_examples(unknown)}")
+    return by_qid
+
+
+def _gt_qids(records: Sequence[Mapping[str, Any]], where: Where) -> list[str]:
+    qids, seen = [], {}
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise HeroError(f"{where(i)}: expected a JSON object, got {type(record).__name__}")
+        q = _qid(record, where(i))
+        if q in seen:
+            raise HeroError(f"{where(i)}: qid {q!r} already appears at {where(seen[q])}")
+        seen[q] = i
+        qids.append(q)
+    return qids
+
+
+def _record_where(gt_source: str, lines: Sequence[int] | None = None) -> Where:
+    """``where(i)``: ``source:line`` of record ``i`` (its 1-based position when lines are unknown)."""
+    if lines is None:
+        return lambda i: f"{gt_source}:{i + 1}"
+    return lambda i: f"{gt_source}:{lines[i]}"
+
+
+def qa_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
+                pred_source: str = "predictions", gt_source: str = "ground truth",
+                where: Where | None = None) -> dict[str, float]:
+    """Accuracy (%) of ``{qid: answer_idx}`` against QA records, overall and per ``q_type``.
+
+    Args:
+        preds: one answer index per question (keys compared as strings: JSON keys are strings).
+        records: annotation records with ``qid``, ``answer_idx`` and the answers (for the range
+            check); ``q_type`` when present.
+        pred_source, gt_source: names used in error messages (file paths).
+        where: location of record ``i`` in error messages (default ``gt_source:i+1``).
+    Raises:
+        HeroError: missing, unknown or repeated qids; an index that is not an integer or is out of
+            ``[0, number of answers)``; a record without ``answer_idx`` (e.g. a test split).
+    """
+    where = where or _record_where(gt_source)
+    qids = _gt_qids(records, where)
+    by_qid = _check_keys(preds, qids, pred_source, gt_source)
+    correct: dict[str, list[int]] = {}
+    total = [0, 0]
+    for i, (q, record) in enumerate(zip(qids, records)):
+        gold = record.get("answer_idx")
+        if not _is_int(gold):
+            raise HeroError(f"{where(i)}: qid {q!r} has no integer 'answer_idx' (got {gold!r}); "
+                            f"a split without answers cannot be scored")
+        n = _num_answers(record)
+        if gold < 0 or (n is not None and gold >= n):
+            raise HeroError(f"{where(i)}: qid {q!r}: answer_idx {gold} is out of range [0, {n})")
+        pred = by_qid[q]
+        if not _is_int(pred):
+            raise HeroError(f"{pred_source}: qid {q!r}: the answer index must be an integer, got {pred!r}")
+        if pred < 0 or (n is not None and pred >= n):
+            raise HeroError(f"{pred_source}: qid {q!r}: answer index {pred} is out of range [0, {n})")
+        hit = int(pred == gold)
+        total[0] += hit
+        total[1] += 1
+        q_type = record.get("q_type")
+        if q_type is not None:
+            counts = correct.setdefault(str(q_type), [0, 0])
+            counts[0] += hit
+            counts[1] += 1
+    if total[1] == 0:
+        raise HeroError(f"{gt_source}: no question to score")
+    out = {"accuracy": 100.0 * total[0] / total[1], "num_questions": float(total[1])}
+    for q_type in sorted(correct):
+        hits, n = correct[q_type]
+        out[f"accuracy/{q_type}"] = 100.0 * hits / n
+        out[f"num_questions/{q_type}"] = float(n)
+    return out
+
+
+def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
+                    pred_source: str = "predictions", gt_source: str = "ground truth",
+                    where: Where | None = None) -> dict[str, float]:
+    """Accuracy (%) of ``{qid: 0 | 1}`` against VIOLIN records (``label`` 0 or 1).
+
+    Raises:
+        HeroError: missing, unknown or repeated qids; a prediction or label that is not 0 or 1.
+    """
+    where = where or _record_where(gt_source)
+    qids = _gt_qids(records, where)
+    by_qid = _check_keys(preds, qids, pred_source, gt_source)
+    hits = 0
+    for i, (q, record) in enumerate(zip(qids, records)):
+        gold = record.get("label")
+        if not _is_int(gold) or gold not in (0, 1):
+            raise HeroError(f"{where(i)}: qid {q!r}: 'label' must be 0 or 1 (got {gold!r}); "
+                            f"a split without labels cannot be scored")
+        pred = by_qid[q]
+        if not _is_int(pred) or pred not in (0, 1):
+            raise HeroError(f"{pred_source}: qid {q!r}: the prediction must be 0 or 1, got {pred!r}")
+        hits += int(pred == gold)
+    if not qids:
+        raise HeroError(f"{gt_source}: no statement to score")
+    return {"accuracy": 100.0 * hits / len(qids), "num_statements": float(len(qids))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
+    """A prediction file: one JSON object ``{qid: prediction}``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise HeroError(f"{path}: cannot read the prediction file ({err.strerror or err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HeroError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    if not isinstance(data, dict):
+        raise HeroError(f"{path}: expected a JSON object {{qid: prediction}}, got a {type(data).__name__}")
+    return data
+
+
+def read_ground_truth(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[int]]:
+    """Annotation records, one JSON object per line (blank lines skipped), and their line numbers."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise HeroError(f"{path}: cannot read the ground truth ({err.strerror or err})") from None
+    records, numbers = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise HeroError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise HeroError(f"{path}:{n}: expected a JSON object, got a {type(record).__name__}")
+        records.append(record)
+        numbers.append(n)
+    return records, numbers
+
+
+def write_metrics(metrics: dict[str, float], out: str | os.PathLike) -> None:
+    """Write metrics as JSON, atomically (temporary sibling, then rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _evaluate_files(score, pred_path, gt_path, out) -> dict[str, float]:
+    preds = read_predictions(pred_path)
+    records, lines = read_ground_truth(gt_path)
+    metrics = score(preds, records, pred_source=str(pred_path), gt_source=str(gt_path),
+                    where=_record_where(str(gt_path), lines))
+    if out is not None:
+        write_metrics(metrics, out)
+    return metrics
+
+
+def evaluate_qa_files(pred_path: str | os.PathLike, gt_path: str | os.PathLike,
+                      out: str | os.PathLike | None = None) -> dict[str, float]:
+    """Score a ``{qid: answer_idx}`` file against a QA annotation JSONL; optionally write the metrics."""
+    return _evaluate_files(qa_accuracy, pred_path, gt_path, out)
+
+
+def evaluate_violin_files(pred_path: str | os.PathLike, gt_path: str | os.PathLike,
+                          out: str | os.PathLike | None = None) -> dict[str, float]:
+    """Score a ``{qid: 0 | 1}`` file against a VIOLIN annotation JSONL; optionally write the metrics."""
+    return _evaluate_files(violin_accuracy, pred_path, gt_path, out)
+
+
+__all__ = [
+    "evaluate_qa_files",
+    "evaluate_violin_files",
+    "qa_accuracy",
+    "read_ground_truth",
+    "read_predictions",
+    "violin_accuracy",
+    "write_metrics",
+]
