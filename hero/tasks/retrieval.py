@@ -1,0 +1,758 @@
+"""Video corpus moment retrieval (VCMR, TVR/How2R/DiDeMo) and video retrieval (VR, MSR-VTT):
+fine-tuning with the VSM loss and corpus-scale inference (paper §4.1; reference ``train_vcmr.py``,
+``train_vr.py``, ``eval_vcmr.py``; notes §2.3 and §4.1).
+
+* **Training**: one item per query, with its video; ``group_key`` is the video, so the fine-tuning
+  packer never puts a video twice into a global batch (the reference can, which makes a video its
+  own in-batch negative). The loss is the VSM loss (`hero.objectives.vsm`): local start/end
+  cross-entropy (computed on a step with probability ``1 − drop_svmr_prob``) plus the hinge ranking
+  losses over in-batch negatives, with the hard-negative weighting from ``hard_negative_start_step``.
+* **Inference** (`predict`): the corpus is encoded once (`encode_corpus`, sharded across ranks and
+  gathered when ``torch.distributed`` is initialised), queries are encoded, videos are ranked by the
+  global score ``S`` (max over frames of the query–frame cosine) with ``torch.topk``, and only the
+  top ``max_vcmr_video`` videos get span scores ``P_st(m) · exp(α·S) · P_ed(n)`` under the
+  ``min_pred_l ≤ n − m < max_pred_l`` mask (`hero.eval.moments`). Output: the official TVR
+  submission dict (``video2idx`` and the ``VCMR``/``SVMR``/``VR`` lists of
+  ``[video_idx, st, ed, score]``), each cut to ``max_after_nms``.
+* **Metrics** (`evaluate`): the official TVR evaluator (`hero.eval.tvr.eval_retrieval`) on the raw
+  lists and, when ``nms_thd ≥ 0``, on the lists after temporal NMS (the official pipeline runs NMS
+  on the already cut lists, so the same happens here).
+
+Shape letters: ``V`` videos of the corpus, ``L`` frames (padded), ``D`` hidden, ``Q`` queries,
+``K`` top videos per query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hero.config import HeroConfig
+from hero.data.batch import Clip, Group, collate_video, pad_token_rows
+from hero.errors import HeroError
+from hero.model.checkpoint import PretrainedMixin
+from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
+from hero.model.hero import Hero
+from hero.objectives.vsm import NORMALIZE_EPS, VsmBatch, VsmConfig, VsmHead, VsmObjective
+
+SUBMISSION_TASKS = ("VCMR", "SVMR", "VR")
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetrievalConfig:
+    """VCMR settings; defaults = reference ``train-tvr-8gpu.json`` (TVR).
+
+    The same fields serve every dataset; ``configs/finetune/*.yaml`` set the other datasets' values.
+    """
+
+    # -- data --
+    max_txt_len: int = 60
+    """Query tokens after ``[CLS]``."""
+    drop_long_train_queries: bool = True
+    """Training queries longer than ``max_txt_len`` tokens are dropped (reference ``id2len``
+    filter) and counted; False truncates them. Inference always truncates."""
+    sub_ctx_len: int = 0
+    """Each subtitle group's text also holds this many previous subtitles (MSR-VTT with ASR: 1)."""
+    video_only: bool = False
+    """Ignore subtitles: a video is one text-less group of all its frames (reference
+    ``VideoFeatDataset``, DiDeMo/MSR-VTT video-only)."""
+    video_only_group_len: int = 100
+    """With ``video_only``: frames per group (the reference's ``max_frm_seq_len``; at most the
+    model's ``max_frm_seq_len``)."""
+    # -- loss (VSM) --
+    lw_st_ed: float = 0.01
+    lw_neg_ctx: float = 8.0
+    lw_neg_q: float = 8.0
+    margin: float = 0.1
+    ranking_loss: str = "hinge"
+    drop_svmr_prob: float = 0.8
+    """Probability that a step skips the local (span) loss."""
+    hard_negative_start_step: int | None = 2000
+    """Optimizer step (1-based) from which the hard-negative weighting is on (None: never)."""
+    hard_pool_size: int = 20
+    hard_neg_weight: float = 10.0
+    span_padding: str = "reference"
+    """See `hero.objectives.vsm.VsmConfig.span_padding`."""
+    # -- inference --
+    q2c_alpha: float = 20.0
+    """α of the video factor ``exp(α·S)``."""
+    max_vcmr_video: int = 100
+    """K: videos per query that get span scores (and VR list length before the cut)."""
+    min_pred_l: int = 2
+    max_pred_l: int = 16
+    """Valid moments ``[m, n]`` (inclusive frames) have ``min_pred_l ≤ n − m < max_pred_l``."""
+    max_before_nms: int = 200
+    max_after_nms: int = 100
+    nms_thd: float = 0.5
+    """Temporal-NMS IoU threshold of the second set of metrics; −1 disables NMS."""
+    query_batch_size: int = 80
+    """Queries scored together (the encoding batch size is the ``batch_size`` of `predict`)."""
+    score_chunk_elems: int = 2**25
+    """Upper bound on the elements of the intermediate tensors of one scoring step (memory knob)."""
+    tasks: tuple[str, ...] = SUBMISSION_TASKS
+    """Lists to predict, among VCMR, SVMR, VR."""
+    vr_score: str = "exp"
+    """VR list scores: ``exp`` (``exp(α·S)``, TVR) or ``cosine`` (raw ``S``, reference MSR-VTT)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("max_txt_len", "video_only_group_len", "max_vcmr_video", "max_before_nms", "max_after_nms", "query_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ranking_loss not in ("hinge", "lse"):
+            problems.append(f"ranking_loss must be 'hinge' or 'lse', got {self.ranking_loss!r}")
+        if self.span_padding not in ("reference", "zeros"):
+            problems.append(f"span_padding must be 'reference' or 'zeros', got {self.span_padding!r}")
+        if not 0.0 <= self.drop_svmr_prob <= 1.0:
+            problems.append(f"drop_svmr_prob must be in [0, 1], got {self.drop_svmr_prob}")
+        if self.sub_ctx_len < 0:
+            problems.append(f"sub_ctx_len must be >= 0, got {self.sub_ctx_len}")
+        bad = [t for t in self.tasks if t not in SUBMISSION_TASKS]
+        if bad or not self.tasks:
+            problems.append(f"tasks must be a non-empty subset of {list(SUBMISSION_TASKS)}, got {list(self.tasks)}")
+        if self.vr_score not in ("exp", "cosine"):
+            problems.append(f"vr_score must be 'exp' or 'cosine', got {self.vr_score!r}")
+        if problems:
+            raise HeroError("invalid retrieval settings: " + "; ".join(problems))
+
+    def vsm(self) -> VsmConfig:
+        """The VSM objective settings of the fine-tuning loss."""
+        return VsmConfig(
+            queries_per_video=1, max_txt_len=self.max_txt_len, lw_st_ed=self.lw_st_ed,
+            lw_neg_ctx=self.lw_neg_ctx, lw_neg_q=self.lw_neg_q, margin=self.margin,
+            ranking_loss=self.ranking_loss, drop_svmr_prob=self.drop_svmr_prob,
+            hard_negative_start_step=self.hard_negative_start_step, hard_pool_size=self.hard_pool_size,
+            hard_neg_weight=self.hard_neg_weight, span_padding=self.span_padding,
+        )
+
+
+@dataclass
+class VrConfig(RetrievalConfig):
+    """VR settings; defaults = reference ``train-msrvtt_video_sub-4gpu.json`` (ranking loss only)."""
+
+    lw_st_ed: float = 0.0
+    lw_neg_ctx: float = 10.0
+    lw_neg_q: float = 10.0
+    drop_svmr_prob: float = 1.0
+    hard_pool_size: int = 80
+    tasks: tuple[str, ...] = ("VR",)
+    vr_score: str = "cosine"
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+VCMR_KEY_MAP: list[tuple[str, str | None]] = [
+    # the reference task models keep the pre-training heads inside the video encoder (unused)
+    ("v_encoder.f_encoder.lm_head.", None),
+    ("v_encoder.feat_regress.", None),
+    ("v_encoder.fom_output.", None),
+    ("video_query_linear.", "vsm_head.query_linear."),
+    ("video_st_predictor.", "vsm_head.st_conv."),
+    ("video_ed_predictor.", "vsm_head.ed_conv."),
+]
+
+
+class HeroForVcmr(nn.Module, PretrainedMixin):
+    """HERO + the VSM head (reference ``HeroForVcmr``; same parameters as pre-training's VSM part).
+
+    Attributes:
+        hero: the `Hero` backbone (frame representations, query vectors).
+        vsm_head: `VsmHead` (query projection and start/end convolutions), named like the
+            pre-training head so a pre-trained one carries over.
+    """
+
+    REFERENCE_KEY_MAP = VCMR_KEY_MAP + [
+        (ref, None if ours is None else "hero." + ours) for ref, ours in BACKBONE_KEY_MAP
+    ]
+    default_task_config = RetrievalConfig
+
+    def __init__(self, config: HeroConfig, task_config: RetrievalConfig | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.task_config = task_config or self.default_task_config()
+        self.hero = Hero(config)
+        # PyTorch's default initialisation, as the reference (created after its init pass)
+        self.vsm_head = VsmHead(config)
+
+
+class HeroForVr(HeroForVcmr):
+    """HERO for video retrieval (reference ``HeroForVr``: identical parameters, global score only)."""
+
+    default_task_config = VrConfig
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def _where(dataset: str, split: str, i: int) -> str:
+    return f"annotations/{dataset}/{split}.jsonl:{i + 1}"
+
+
+def _check_record(record: Any, where: str) -> None:
+    if not isinstance(record, dict):
+        raise HeroError(f"{where}: expected a retrieval record object")
+    for key in ("qid", "input_ids"):
+        if key not in record:
+            raise HeroError(f"{where}: missing {key!r}")
+    ids = record["input_ids"]
+    if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
+        raise HeroError(f"{where}: 'input_ids' must be a list of token ids")
+    ts = record.get("ts")
+    if ts is not None and not _spans(ts):
+        raise HeroError(f"{where}: 'ts' must be [st, ed] or a list of [st, ed] in seconds, got {ts!r}")
+
+
+def _spans(ts: Any) -> list[tuple[float, float]]:
+    """``ts`` as a list of ``(st, ed)``; [] when malformed."""
+    num = (int, float)
+    if isinstance(ts, (list, tuple)) and len(ts) == 2 and all(isinstance(t, num) and not isinstance(t, bool)
+                                                            for t in ts):
+        return [(float(ts[0]), float(ts[1]))]
+    if isinstance(ts, (list, tuple)) and ts and all(isinstance(s, (list, tuple)) and len(s) == 2 for s in ts):
+        if all(isinstance(t, num) and not isinstance(t, bool) for s in ts for t in s):
+            return [(float(s[0]), float(s[1])) for s in ts]
+    return []
+
+
+def training_span(ts: Any) -> tuple[float, float] | None:
+    """The moment a query is trained on: its span, or for several annotations (DiDeMo) the one
+    given most often (the first of those on a tie)."""
+    spans = _spans(ts) if ts is not None else []
+    if not spans:
+        return None
+    counts = Counter(spans)
+    return max(spans, key=lambda s: (counts[s], -spans.index(s)))
+
+
+def train_items(corpus: Any, dataset: str, split: str, cfg: RetrievalConfig) -> list[dict]:
+    """One item per query: ``{"qid", "vid", "input_ids", "ts": [st, ed] | None}``.
+
+    Queries whose video is not in the corpus, or (with ``drop_long_train_queries``) longer than
+    ``max_txt_len`` tokens, are dropped and counted (a summary is printed).
+    """
+    from hero.data.problems import Problems
+
+    problems = Problems(strict=False)
+    known = set(corpus.video_ids())
+    items = []
+    for i, record in enumerate(corpus.annotations(dataset, split)):
+        where = _where(dataset, split, i)
+        _check_record(record, where)
+        vid = record.get("vid")
+        if vid not in known:
+            problems.skip("missing video", where, f"video {vid!r} of query {record['qid']!r} is not in the corpus")
+            continue
+        ids = record["input_ids"]
+        if len(ids) > cfg.max_txt_len:
+            if cfg.drop_long_train_queries:
+                problems.skip("long query", where, f"{len(ids)} tokens > max_txt_len {cfg.max_txt_len}")
+                continue
+            ids = ids[:cfg.max_txt_len]
+        span = training_span(record.get("ts"))
+        items.append({"qid": record["qid"], "vid": vid, "input_ids": list(ids),
+                      "ts": None if span is None else list(span)})
+    if problems.skipped:
+        print(f"{dataset}/{split} training queries: {problems.summary()}")
+    return items
+
+
+def group_key(item: dict) -> str:
+    """Items sharing a key never share a global batch: one video per batch at most once."""
+    return item["vid"]
+
+
+def video_groups(clip: Clip, corpus: Any, cfg: RetrievalConfig) -> list[Group]:
+    """Subtitle groups of a clip for the video representation (text not cut, as the reference's
+    ``repr`` path); with ``video_only``, the frames in groups of ``video_only_group_len`` (one
+    group when they fit) with text ``[CLS]``, as the reference's video-only datasets."""
+    tokens = corpus.tokens
+    if cfg.video_only:
+        n, step = clip.num_frames, cfg.video_only_group_len
+        return [(list(range(s, min(n, s + step))), [tokens.cls_id]) for s in range(0, n, step)]
+    groups = []
+    for sub_idx, frames in clip.sub2frames:
+        text = [tokens.sep_id]
+        for j in range(max(0, sub_idx - cfg.sub_ctx_len), sub_idx + 1):
+            text += clip.subtitles[j]
+        groups.append((frames, text))
+    return groups
+
+
+def query_rows(ids_list: Sequence[Sequence[int]], corpus: Any, cfg: RetrievalConfig) -> tuple[Tensor, Tensor]:
+    """``[CLS] + tokens[:max_txt_len]`` of every query, padded: ``ids (Q, T)``, ``mask (Q, T)``."""
+    tokens = corpus.tokens
+    return pad_token_rows([[tokens.cls_id, *ids[:cfg.max_txt_len]] for ids in ids_list], tokens.pad_id)
+
+
+def collate(corpus: Any, items: Sequence[dict], cfg: RetrievalConfig,
+            generator: torch.Generator | None = None, use_span: bool | None = None) -> VsmBatch:
+    """A VSM batch of ``items`` (one query per video; query ``i`` belongs to clip ``i``).
+
+    Span targets (inclusive frames) follow `hero.data.alignment.vcmr_span_target`; a query without
+    a moment gets ``(−1, −1)`` (ignored). Whether the step computes the span loss is drawn from
+    ``generator`` with probability ``1 − drop_svmr_prob`` unless ``use_span`` is given.
+    """
+    if not items:
+        raise HeroError("cannot collate an empty retrieval batch")
+    vids = [it["vid"] for it in items]
+    if len(set(vids)) != len(vids):
+        raise HeroError(f"a retrieval batch holds a video twice ({sorted(v for v, c in Counter(vids).items() if c > 1)})"
+                        "; that video would be its own negative")
+    clips = [corpus.clip(v) for v in vids]
+    video = collate_video([c.features for c in clips], [video_groups(c, corpus, cfg) for c in clips])
+    ids, mask = query_rows([it["input_ids"] for it in items], corpus, cfg)
+    targets = []
+    for it, clip in zip(items, clips):
+        if it.get("ts") is None or cfg.lw_st_ed == 0:
+            targets.append((-1, -1))
+        else:
+            from hero.data.alignment import vcmr_span_target
+
+            targets.append(tuple(int(t) for t in vcmr_span_target(it["ts"], clip.num_frames, corpus.frame_interval)))
+    if use_span is None:
+        if cfg.lw_st_ed == 0 or cfg.drop_svmr_prob >= 1.0:
+            use_span = False
+        elif cfg.drop_svmr_prob <= 0.0:
+            use_span = True
+        else:
+            if generator is None:
+                raise HeroError("retrieval collate needs a generator to draw whether the step has a span loss")
+            use_span = torch.rand((), generator=generator).item() >= cfg.drop_svmr_prob
+    return VsmBatch(video, ids, mask, torch.tensor(targets, dtype=torch.long).view(-1, 2),
+                    torch.arange(len(items), dtype=torch.long), bool(use_span))
+
+
+def loss(model: HeroForVcmr, batch: VsmBatch, cfg: RetrievalConfig, step: int = 0) -> dict[str, Tensor]:
+    """The VSM loss of a batch at optimizer step ``step`` (1-based; drives the hard-negative phase).
+
+    ``loss`` = ``st_ed_loss`` (when the batch computes it) + ``neg_ctx_loss`` + ``neg_q_loss``;
+    in-batch negatives come from the whole global batch when distributed.
+    """
+    objective = VsmObjective(cfg.vsm())
+    out = objective(model, batch, step=step)
+    return {k: v for k, v in out.items() if not k.startswith("hinge_")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus inference: encoding and the video ranking stage
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorpusEncoding:
+    """Frame representations of a corpus, encoded once and queried many times.
+
+    Attributes:
+        vids: the videos, in row order.
+        frames: ``(V, L, D)`` temporal-transformer outputs, zero past each video's end.
+        mask: ``(V, L)`` bool, True on real frames.
+    """
+
+    vids: list[str]
+    frames: Tensor
+    mask: Tensor
+
+    def to(self, device: torch.device | str) -> CorpusEncoding:
+        return CorpusEncoding(self.vids, self.frames.to(device), self.mask.to(device))
+
+
+def _rank_slice(n: int) -> slice:
+    """This rank's contiguous share of ``n`` items (all of them in a single process)."""
+    from hero.distributed import rank, world_size
+
+    per = math.ceil(n / world_size()) if n else 0
+    return slice(min(n, rank() * per), min(n, (rank() + 1) * per))
+
+
+def _gather_rows(x: Tensor, pad_dims: tuple[int, ...] = ()) -> Tensor:
+    """Every rank's rows of ``x`` concatenated in rank order (``x`` itself in a single process)."""
+    from hero.distributed import gather_with_grad
+
+    return gather_with_grad(x.contiguous(), pad_dims=pad_dims)[0]
+
+
+@torch.no_grad()
+def encode_corpus(model: HeroForVcmr, corpus: Any, vids: Sequence[str], batch_size: int = 50,
+                  device: torch.device | str = "cpu", cfg: RetrievalConfig | None = None) -> CorpusEncoding:
+    """Encode the videos ``vids`` once (reference ``v_encoder(batch, 'repr')``).
+
+    When ``torch.distributed`` is initialised, rank ``r`` encodes the ``r``-th contiguous share of
+    ``vids`` and the shares are gathered, so every rank ends with the whole corpus (the reference
+    re-encodes the whole corpus on every rank).
+
+    Returns:
+        `CorpusEncoding` with ``frames (V, L, D)`` on ``device`` (``L`` = the longest video).
+    """
+    cfg = cfg or model.task_config
+    vids = list(vids)
+    mine = vids[_rank_slice(len(vids))]
+    d = model.config.hidden_size
+    frames_parts, lengths = [], []
+    for start in range(0, len(mine), batch_size):
+        clips = [corpus.clip(v) for v in mine[start:start + batch_size]]
+        video = collate_video([c.features for c in clips], [video_groups(c, corpus, cfg) for c in clips]).to(device)
+        out = model.hero.encode_video(video)
+        frames_parts.append(out * video.frame_mask[..., None].to(out.dtype))
+        lengths += [c.num_frames for c in clips]
+    length = max(lengths, default=1)
+    # float32 whatever the autocast dtype: every rank must gather the same dtype, and the scores
+    # of a query must not depend on which rank encoded the video
+    frames = torch.zeros(len(mine), length, d, device=device, dtype=torch.float32)
+    row = 0
+    for part in frames_parts:
+        frames[row:row + part.shape[0], :part.shape[1]] = part.float()
+        row += part.shape[0]
+    lens = torch.tensor(lengths, dtype=torch.long, device=device)
+    frames, lens = _gather_rows(frames, pad_dims=(1,)), _gather_rows(lens)
+    if frames.shape[0] != len(vids):
+        raise HeroError(f"corpus encoding gathered {frames.shape[0]} videos, expected {len(vids)}")
+    mask = torch.arange(frames.shape[1], device=frames.device)[None, :] < lens[:, None]
+    if mask.shape[1] and lens.numel():
+        keep = int(lens.max())  # ranks may pad to a longer share than the corpus needs
+        frames, mask = frames[:, :keep], mask[:, :keep]
+    return CorpusEncoding(vids, frames, mask)
+
+
+@torch.no_grad()
+def encode_queries(model: HeroForVcmr, corpus: Any, ids_list: Sequence[Sequence[int]], cfg: RetrievalConfig,
+                   batch_size: int = 80, device: torch.device | str = "cpu") -> Tensor:
+    """Query vectors ``(Q, D)`` of token lists (``[CLS] + tokens[:max_txt_len]``)."""
+    out = []
+    for start in range(0, len(ids_list), batch_size):
+        ids, mask = query_rows(ids_list[start:start + batch_size], corpus, cfg)
+        out.append(model.hero.encode_query(ids.to(device), mask.to(device)))
+    if not out:
+        return torch.zeros(0, model.config.hidden_size, device=device)
+    return torch.cat(out)
+
+
+def _video_chunk(q: int, length: int, d: int, budget: int) -> int:
+    return max(1, budget // max(1, q * length + length * d))
+
+
+def corpus_global_scores(q: Tensor, frames: Tensor, mask: Tensor, budget: int = 2**25) -> Tensor:
+    """VSM global scores of queries against a whole corpus, in video chunks (bounded memory).
+
+    Same values as `hero.objectives.vsm.global_scores`: ``max_l cos(q, F[v, l])`` over real frames.
+
+    Args:
+        q: ``(Q, D)``; frames ``(V, L, D)``; mask ``(V, L)``.
+        budget: bound on ``Q·Vc·L`` elements per chunk.
+    Returns:
+        ``(Q, V)`` float32.
+    """
+    qn = F.normalize(q.float(), dim=-1, eps=NORMALIZE_EPS)
+    v, length, d = frames.shape
+    out = torch.empty(q.shape[0], v, device=q.device, dtype=torch.float32)
+    step = _video_chunk(q.shape[0], length, d, budget)
+    for s in range(0, v, step):
+        fn = F.normalize(frames[s:s + step].float(), dim=-1, eps=NORMALIZE_EPS)
+        cos = torch.einsum("qd,vld->qvl", qn, fn)
+        out[:, s:s + step] = cos.masked_fill(~mask[s:s + step][None], -1e4).amax(-1)
+    return out
+
+
+def span_probabilities_on(model: HeroForVcmr, q: Tensor, enc: CorpusEncoding, vrows: Tensor,
+                          cfg: RetrievalConfig) -> tuple[Tensor, Tensor]:
+    """Start/end probabilities of every query on its candidate videos.
+
+    Args:
+        q: ``(Q, D)`` query vectors; vrows: ``(Q, K)`` video rows of the corpus.
+    Returns:
+        ``P_st``, ``P_ed`` ``(Q, K, L)`` float32 (softmax over the video's real frames; 0 on padding).
+    """
+    nq, k = vrows.shape
+    length, d = enc.frames.shape[1], enc.frames.shape[2]
+    per = max(1, cfg.score_chunk_elems // max(1, k * length * d))
+    st_all, ed_all = [], []
+    for s in range(0, nq, per):
+        qs, rows = q[s:s + per], vrows[s:s + per]
+        q_rep = qs.repeat_interleave(k, dim=0)
+        st, ed = model.vsm_head.span_logits(q_rep, enc.frames, enc.mask, rows.reshape(-1),
+                                            zero_padding=cfg.span_padding == "zeros")
+        st_all.append(st.float().softmax(-1).view(-1, k, length))
+        ed_all.append(ed.float().softmax(-1).view(-1, k, length))
+    if not st_all:
+        empty = torch.zeros(0, k, length, device=q.device)
+        return empty, empty.clone()
+    return torch.cat(st_all), torch.cat(ed_all)
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions in the official submission format
+# ---------------------------------------------------------------------------------------------
+
+
+def read_video2idx(corpus: Any, dataset: str, split: str) -> dict[str, int] | None:
+    """The official ``video2idx`` of a split, when the corpus ships one.
+
+    ``annotations/<dataset>/video2idx.json`` holds either ``{split: {vid: idx}}`` or the TVR file
+    ``tvr_video2dur_idx.json`` as released (``{split: {vid: [duration, idx]}}``).
+    """
+    root = getattr(corpus, "root", None)
+    if root is None:
+        return None
+    path = Path(root) / "annotations" / dataset / "video2idx.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise HeroError(f"{path}: invalid JSON ({err})") from None
+    if not isinstance(data, dict) or split not in data or not isinstance(data[split], dict):
+        return None
+    out = {}
+    for vid, value in data[split].items():
+        idx = value[1] if isinstance(value, list) and len(value) == 2 else value
+        if not isinstance(idx, int) or isinstance(idx, bool):
+            raise HeroError(f"{path}: {split}.{vid}: expected an index or [duration, index], got {value!r}")
+        out[vid] = idx
+    return out
+
+
+def split_videos(corpus: Any, dataset: str, split: str, records: Sequence[dict]) -> tuple[list[str], dict[str, int]]:
+    """The corpus searched for a split, sorted by name (as the reference), and its ``video2idx``.
+
+    With an official ``video2idx`` (`read_video2idx`) the corpus is every video listed for the
+    split; otherwise, the videos the split's queries name, numbered in sorted order.
+    """
+    known = set(corpus.video_ids())
+    official = read_video2idx(corpus, dataset, split)
+    if official is not None:
+        missing = sorted(v for v in official if v not in known)
+        if missing:
+            raise HeroError(f"annotations/{dataset}/video2idx.json: {len(missing)} video(s) of split {split!r} are not "
+                            f"in the corpus, e.g. {missing[:5]}")
+        vids = sorted(official)
+        return vids, {v: official[v] for v in vids}
+    named = {r.get("vid") for r in records if r.get("vid") is not None}
+    missing = sorted(v for v in named if v not in known)
+    if missing:
+        raise HeroError(f"annotations/{dataset}/{split}.jsonl: {len(missing)} video(s) are not in the corpus, "
+                        f"e.g. {missing[:5]}")
+    vids = sorted(named)
+    if not vids:
+        raise HeroError(f"annotations/{dataset}/{split}.jsonl names no video and the corpus has no "
+                        f"annotations/{dataset}/video2idx.json: nothing to search")
+    return vids, {v: i for i, v in enumerate(vids)}
+
+
+def _records(corpus: Any, dataset: str, split: str) -> list[dict]:
+    records = corpus.annotations(dataset, split)
+    for i, record in enumerate(records):
+        _check_record(record, _where(dataset, split, i))
+    return records
+
+
+@torch.no_grad()
+def rank_queries(model: HeroForVcmr, corpus: Any, enc: CorpusEncoding, records: Sequence[dict],
+                 video_idx: Tensor, cfg: RetrievalConfig, interval: float, with_svmr: bool,
+                 device: torch.device | str = "cpu") -> dict[str, list[dict]]:
+    """VR / VCMR / SVMR lists (each cut to ``max_after_nms``, no NMS) of ``records`` over ``enc``.
+
+    Videos are ranked by ``exp(α·S)`` with ``torch.topk``; only the top ``max_vcmr_video`` get span
+    scores. Memory stays bounded: global scores go through the corpus in chunks, span logits are
+    computed for the top videos only.
+
+    Args:
+        video_idx: ``(V,)`` official index of each corpus row.
+        with_svmr: also rank moments inside each query's own video (needs its ``vid``).
+    """
+    from hero.eval import moments as mo
+
+    row_of = {v: i for i, v in enumerate(enc.vids)}
+    mask = mo.length_mask(enc.frames.shape[1], cfg.min_pred_l, cfg.max_pred_l, device=enc.frames.device)
+    video_idx = video_idx.to(enc.frames.device)
+    out: dict[str, list[dict]] = {t: [] for t in cfg.tasks if t != "SVMR" or with_svmr}
+    for start in range(0, len(records), cfg.query_batch_size):
+        chunk = records[start:start + cfg.query_batch_size]
+        desc_ids = [r["qid"] for r in chunk]
+        q = encode_queries(model, corpus, [r["input_ids"] for r in chunk], cfg, len(chunk), device)
+        scores = corpus_global_scores(q, enc.frames, enc.mask, cfg.score_chunk_elems)  # (Q, V)
+        w, rows = mo.top_videos(mo.video_scores(scores, cfg.q2c_alpha), cfg.max_vcmr_video)
+        if "VR" in out:
+            vr_w = w if cfg.vr_score == "exp" else scores.gather(1, rows)
+            out["VR"] += mo.top_n_entries(mo.vr_entries(desc_ids, video_idx[rows], vr_w), cfg.max_after_nms)
+        if "VCMR" in out:
+            st, ed = span_probabilities_on(model, q, enc, rows, cfg)
+            best = mo.top_vcmr_moments(st, ed, w, mask, cfg.max_before_nms, cfg.score_chunk_elems)
+            entries = mo.moment_entries(desc_ids, video_idx[rows.gather(1, best.video)], best, interval)
+            out["VCMR"] += mo.top_n_entries(entries, cfg.max_after_nms)
+        if "SVMR" in out:
+            gt = torch.tensor([row_of[r["vid"]] for r in chunk], dtype=torch.long, device=enc.frames.device)
+            st, ed = span_probabilities_on(model, q, enc, gt[:, None], cfg)
+            best = mo.top_svmr_moments(st[:, 0], ed[:, 0], mask, cfg.max_before_nms, cfg.score_chunk_elems)
+            entries = mo.moment_entries(desc_ids, video_idx[gt][:, None].expand_as(best.st), best, interval,
+                                        float64_times=True)
+            out["SVMR"] += mo.top_n_entries(entries, cfg.max_after_nms)
+    return out
+
+
+def predict(model: HeroForVcmr, corpus: Any, dataset: str, split: str, cfg: RetrievalConfig,
+            batch_size: int = 32, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Rank the split's corpus for every query of the split: the official submission dict
+    ``{"video2idx", "VCMR", "SVMR", "VR"}`` (lists of ``[video_idx, st, ed, score]``, without NMS,
+    cut to ``max_after_nms``; `apply_nms` gives the NMS'ed lists).
+
+    ``batch_size`` counts videos per encoder call. Under ``torch.distributed`` the corpus encoding
+    is sharded and gathered, queries are split across ranks and their lists gathered, and every
+    rank returns the whole submission. SVMR needs every query's video (a test split has none).
+    """
+    from hero.train.distributed import all_gather_objects
+
+    records = _records(corpus, dataset, split)
+    vids, video2idx = split_videos(corpus, dataset, split, records)
+    with_svmr = "SVMR" in cfg.tasks and all(r.get("vid") in video2idx for r in records) and all(
+        r.get("ts") is not None for r in records)
+    was_training = model.training
+    model.eval()
+    try:
+        enc = encode_corpus(model, corpus, vids, batch_size, device, cfg)
+        vidx = torch.tensor([video2idx[v] for v in vids], dtype=torch.long)
+        mine = records[_rank_slice(len(records))]
+        lists = rank_queries(model, corpus, enc, mine, vidx, cfg, float(corpus.frame_interval), with_svmr, device)
+    finally:
+        model.train(was_training)
+    parts = all_gather_objects(lists)
+    merged = {t: [e for part in parts for e in part[t]] for t in lists}
+    from hero.eval.moments import submission
+
+    return submission(video2idx, vcmr=merged.get("VCMR"), svmr=merged.get("SVMR"), vr=merged.get("VR"))
+
+
+def apply_nms(predictions: dict[str, Any], cfg: RetrievalConfig) -> dict[str, Any]:
+    """The submission with temporal NMS (IoU > ``nms_thd``) on its VCMR and SVMR lists, as the
+    reference's ``post_processing_*_nms`` (VR is never NMS'ed). Returns a new dict."""
+    from hero.eval import moments as mo
+
+    out = dict(predictions)
+    if "VCMR" in out:
+        out["VCMR"] = mo.nms_vcmr_entries(out["VCMR"], cfg.nms_thd, cfg.max_before_nms, cfg.max_after_nms)
+    if "SVMR" in out:
+        out["SVMR"] = mo.nms_svmr_entries(out["SVMR"], cfg.nms_thd, cfg.max_before_nms, cfg.max_after_nms)
+    return out
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def nms_path(path: str | os.PathLike) -> Path:
+    """Where `write_predictions` puts the NMS'ed submission next to ``path``: ``<stem>_nms<suffix>``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_nms{path.suffix or '.json'}")
+
+
+def write_predictions(predictions: dict[str, Any], path: str | os.PathLike, cfg: RetrievalConfig | None = None) -> None:
+    """Write the submission JSON atomically; with NMS on (``nms_thd ≠ −1``) and moment lists
+    present, also the NMS'ed submission at `nms_path`."""
+    _write_json_atomic(Path(path), predictions)
+    cfg = cfg or RetrievalConfig()
+    if cfg.nms_thd != -1 and ("VCMR" in predictions or "SVMR" in predictions):
+        _write_json_atomic(nms_path(path), apply_nms(predictions, cfg))
+
+
+def ground_truth(corpus: Any, dataset: str, split: str) -> list[dict]:
+    """The split's queries as official TVR ground-truth records
+    ``{desc_id, vid_name, ts, duration, type, desc}`` (``ts``/``type`` left out when absent)."""
+    out = []
+    for r in _records(corpus, dataset, split):
+        if r.get("vid") is None:
+            raise HeroError(f"annotations/{dataset}/{split}.jsonl: query {r['qid']!r} has no video; a split "
+                            f"without ground truth cannot be scored")
+        g = {"desc_id": r["qid"], "vid_name": r["vid"], "desc": r.get("desc", ""), "duration": r.get("duration")}
+        if r.get("ts") is not None:
+            g["ts"] = r["ts"]
+        if r.get("type") is not None:
+            g["type"] = r["type"]
+        out.append(g)
+    return out
+
+
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    flat = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def evaluate(predictions: dict[str, Any], corpus: Any, dataset: str, split: str,
+             cfg: RetrievalConfig) -> dict[str, float]:
+    """Official TVR metrics of a submission: ``{task}/{metric}`` without NMS and, with ``nms_thd ≠
+    −1``, ``{task}_nms_{thd}/{metric}`` after NMS (VCMR and SVMR; keys as the reference's logs)."""
+    from hero.eval.tvr import eval_retrieval
+
+    gt = ground_truth(corpus, dataset, split)
+    metrics = eval_retrieval(predictions, gt)
+    out = _flatten(metrics)
+    if cfg.nms_thd != -1 and ("VCMR" in predictions or "SVMR" in predictions):
+        nms = apply_nms(predictions, cfg)
+        nms = {k: v for k, v in nms.items() if k != "VR"}
+        for key, value in _flatten(eval_retrieval(nms, gt)).items():
+            task, _, rest = key.partition("/")
+            out[f"{task}_nms_{cfg.nms_thd}/{rest}"] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Task objects
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    """A retrieval task object of the task contract (DEVELOPERS.md, "Downstream tasks")."""
+
+    name: str
+    datasets: tuple[str, ...]
+    config_class: type
+    model_class: type
+
+    train_items = staticmethod(train_items)
+    group_key = staticmethod(group_key)
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    predict = staticmethod(predict)
+    evaluate = staticmethod(evaluate)
+    encode_corpus = staticmethod(encode_corpus)
+
+    def write_predictions(self, predictions: dict[str, Any], path: str | os.PathLike,
+                          cfg: RetrievalConfig | None = None) -> None:
+        write_predictions(predictions, path, cfg or self.config_class())
+
+
+VCMR = _Task("vcmr", ("tvr", "how2r", "didemo"), RetrievalConfig, HeroForVcmr)
+VR = _Task("vr", ("msrvtt",), VrConfig, HeroForVr)
