@@ -21,12 +21,15 @@ from hero.tasks.retrieval import (
     HeroForVr,
     RetrievalConfig,
     VrConfig,
+    apply_nms,
     collate,
     corpus_global_scores,
     encode_corpus,
     encode_queries,
     group_key,
     loss,
+    nms_path,
+    predict,
     train_items,
     training_span,
     video_groups,
@@ -62,7 +65,7 @@ def make_corpus(tiny_config, n_videos=6, queries_per_video=2, seed=5):
     clips = make_clips(tiny_config, n=n_videos, seed=seed, min_frames=8, max_frames=14)
     rs = np.random.RandomState(seed)
     records = []
-    for i, c in enumerate(clips):
+    for c in clips:
         for j in range(queries_per_video):
             st = float(rs.randint(0, c.num_frames - 4)) * 1.5
             ids = rs.randint(4, tiny_config.vocab_size - 1, size=rs.randint(3, 7)).tolist()
@@ -211,3 +214,169 @@ def test_loss_falls_on_a_tiny_overfit_batch(tiny_config, corpus):
         q = model.hero.encode_query(batch.query_ids, batch.query_mask)
         scores = global_scores(q, frames, batch.video.frame_mask)
     assert scores.argmax(1).tolist() == list(range(len(items)))  # every query finds its video
+
+
+# -- corpus inference --------------------------------------------------------------------------
+
+
+def test_corpus_encoding_does_not_depend_on_the_batching(tiny_config, corpus):
+    model = tiny_model(tiny_config).eval()
+    vids = sorted(corpus.video_ids())
+    one = encode_corpus(model, corpus, vids, batch_size=len(vids))
+    two = encode_corpus(model, corpus, vids, batch_size=2)
+    assert one.vids == vids and one.frames.shape[:2] == one.mask.shape
+    assert one.mask.sum(1).tolist() == [corpus.clip(v).num_frames for v in vids]
+    assert torch.allclose(one.frames, two.frames, atol=1e-5)
+    assert one.frames[~one.mask].abs().sum() == 0  # zero past each video's end
+
+
+def test_chunked_global_scores_equal_the_vsm_scores(tiny_config, corpus):
+    model = tiny_model(tiny_config).eval()
+    enc = encode_corpus(model, corpus, sorted(corpus.video_ids()), batch_size=3)
+    q = encode_queries(model, corpus, [[5, 6, 7], [8, 9], [10]], RetrievalConfig())
+    full = global_scores(q, enc.frames, enc.mask)
+    chunked = corpus_global_scores(q, enc.frames, enc.mask, budget=50)  # one video per chunk
+    assert torch.allclose(full, chunked, atol=1e-6)
+
+
+def dense_reference(model, corpus, cfg, dataset="tvr", split="val"):
+    """The reference procedure, all (query, video) span logits in memory (`corpus_predictions`)."""
+    from hero.eval.moments import InferenceConfig, corpus_predictions
+
+    records = corpus.annotations(dataset, split)
+    vids = sorted({r["vid"] for r in records})
+    enc = encode_corpus(model, corpus, vids, batch_size=4, cfg=cfg)
+    with torch.no_grad():
+        q = encode_queries(model, corpus, [r["input_ids"] for r in records], cfg)
+        s = global_scores(q, enc.frames, enc.mask)
+        st, ed = model.vsm_head.span_logits(q, enc.frames, enc.mask)
+    icfg = InferenceConfig(alpha=cfg.q2c_alpha, max_videos=cfg.max_vcmr_video, min_len=cfg.min_pred_l,
+                           max_len=cfg.max_pred_l, max_before_nms=cfg.max_before_nms,
+                           max_after_nms=cfg.max_after_nms, interval=corpus.frame_interval, nms_threshold=cfg.nms_thd)
+    return corpus_predictions([r["qid"] for r in records], s, st, ed, list(range(len(vids))), icfg,
+                              gt_rows=[vids.index(r["vid"]) for r in records])
+
+
+def assert_same_lists(ours, ref, n_exact=10):
+    assert [e["desc_id"] for e in ours] == [e["desc_id"] for e in ref]
+    for a, b in zip(ours, ref):
+        pa, pb = a["predictions"], b["predictions"]
+        assert len(pa) == len(pb)
+        assert [p[:3] for p in pa[:n_exact]] == [p[:3] for p in pb[:n_exact]]
+        assert np.allclose([p[3] for p in pa], [p[3] for p in pb], rtol=1e-4)
+
+
+def test_predict_equals_the_reference_procedure_on_the_top_videos(tiny_config, corpus):
+    model = tiny_model(tiny_config, seed=3).eval()
+    # K = 3 of 6 videos: span scores for the top videos only, in small chunks, must give the lists
+    # the reference computes from every (query, video) pair
+    cfg = RetrievalConfig(max_vcmr_video=3, min_pred_l=1, max_pred_l=5, max_before_nms=20, max_after_nms=12,
+                          query_batch_size=5, score_chunk_elems=2000)
+    sub = predict(model, corpus, "tvr", "val", cfg, batch_size=4)
+    ref = dense_reference(model, corpus, cfg)
+    assert set(sub) == {"video2idx", "VCMR", "SVMR", "VR"}
+    assert sub["video2idx"] == {v: i for i, v in enumerate(sorted(corpus.video_ids()))}
+    assert_same_lists(sub["VR"], ref.vr)
+    assert_same_lists(sub["VCMR"], ref.vcmr)
+    assert_same_lists(sub["SVMR"], ref.svmr)
+    nms = apply_nms(sub, cfg)
+    assert_same_lists(nms["VCMR"], ref.vcmr_nms)
+    assert_same_lists(nms["SVMR"], ref.svmr_nms)
+    assert nms["VR"] == sub["VR"]
+
+
+def test_predictions_are_valid_submissions(tiny_config, corpus, tmp_path):
+    model = tiny_model(tiny_config, seed=1).eval()
+    cfg = RetrievalConfig(max_vcmr_video=4, min_pred_l=1, max_pred_l=4, max_before_nms=30, max_after_nms=10)
+    sub = predict(model, corpus, "tvr", "val", cfg, batch_size=3)
+    records = corpus.annotations("tvr", "val")
+    idx2vid = {i: v for v, i in sub["video2idx"].items()}
+    for task in ("VCMR", "SVMR", "VR"):
+        assert [e["desc_id"] for e in sub[task]] == [r["qid"] for r in records]
+        for e, r in zip(sub[task], records):
+            preds = e["predictions"]
+            assert 0 < len(preds) <= cfg.max_after_nms and e["desc"] == ""
+            scores = [p[3] for p in preds]
+            assert scores == sorted(scores, reverse=True)
+            assert all(p[0] in idx2vid for p in preds)
+            if task == "VR":
+                assert len({p[0] for p in preds}) == len(preds) == min(cfg.max_vcmr_video, len(idx2vid))
+                assert all(p[1] == p[2] == 0 for p in preds)
+                continue
+            for v, st, ed, _ in preds:
+                frames = round((ed - st) / 1.5)  # n - m + 1
+                assert cfg.min_pred_l + 1 <= frames <= cfg.max_pred_l
+                assert ed <= corpus.clip(idx2vid[v]).num_frames * 1.5 + 1e-6
+            if task == "SVMR":
+                assert {p[0] for p in preds} == {sub["video2idx"][r["vid"]]}
+    path = tmp_path / "out" / "tvr_val.json"
+    VCMR.write_predictions(sub, path, cfg)
+    assert json.loads(path.read_text()) == json.loads(json.dumps(sub))
+    assert json.loads(nms_path(path).read_text()) == json.loads(json.dumps(apply_nms(sub, cfg)))
+    assert not list(path.parent.glob(".*tmp*"))
+
+
+def test_official_video2idx_and_test_splits(tiny_config, corpus, tmp_path):
+    model = tiny_model(tiny_config).eval()
+    vids = sorted(corpus.video_ids())
+    (tmp_path / "annotations" / "tvr").mkdir(parents=True)
+    official = {"val": {v: [30.0, 100 + i] for i, v in enumerate(reversed(vids))}}
+    (tmp_path / "annotations" / "tvr" / "video2idx.json").write_text(json.dumps(official))
+    corpus.root = tmp_path
+    test = [{"qid": 7, "vid": None, "desc": "w5", "input_ids": [5, 6], "ts": None}]
+    corpus._annotations[("tvr", "test")] = test
+    sub = predict(model, corpus, "tvr", "val", RetrievalConfig(max_vcmr_video=2))
+    assert sub["video2idx"] == {v: official["val"][v][1] for v in vids}
+    assert {p[0] for e in sub["VR"] for p in e["predictions"]} <= set(range(100, 106))
+    with pytest.raises(HeroError, match="names no video"):
+        predict(model, corpus, "tvr", "test", RetrievalConfig())
+    official["test"] = {v: i for i, v in enumerate(vids)}
+    (tmp_path / "annotations" / "tvr" / "video2idx.json").write_text(json.dumps(official))
+    sub = predict(model, corpus, "tvr", "test", RetrievalConfig(max_vcmr_video=2))
+    assert "SVMR" not in sub and len(sub["VCMR"]) == len(sub["VR"]) == 1
+    official["test"]["not_in_corpus"] = 99
+    (tmp_path / "annotations" / "tvr" / "video2idx.json").write_text(json.dumps(official))
+    with pytest.raises(HeroError, match="not in the corpus"):
+        predict(model, corpus, "tvr", "test", RetrievalConfig())
+
+
+def test_vr_task_predicts_video_lists_by_cosine(tiny_config, corpus):
+    model = tiny_model(tiny_config, HeroForVr).eval()
+    corpus._annotations[("msrvtt", "val")] = [dict(r, ts=None) for r in corpus.annotations("tvr", "val")]
+    sub = VR.predict(model, corpus, "msrvtt", "val", model.task_config, 4, "cpu")
+    assert set(sub) == {"video2idx", "VR"}
+    for e in sub["VR"]:
+        assert all(-1.0 <= p[3] <= 1.0 for p in e["predictions"])  # raw cosine (reference MSR-VTT)
+
+
+# -- checkpoints and the task objects --------------------------------------------------------
+
+
+def test_task_registry_and_checkpoints_round_trip(tmp_path, tiny_config, corpus):
+    from hero.train.finetune import load_task_model
+
+    assert get_task("tvr") is VCMR and get_task("didemo") is VCMR and get_task("msrvtt") is VR
+    model = tiny_model(tiny_config, seed=2, max_vcmr_video=7, tasks=("VCMR", "VR")).eval()
+    model.save_pretrained(tmp_path / "m")
+    task, cfg, loaded = load_task_model(tmp_path / "m")
+    assert task is VCMR and task_of_model("HeroForVr") is VR
+    assert cfg.max_vcmr_video == 7 and cfg.tasks == ("VCMR", "VR")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+
+
+def test_reference_vcmr_checkpoint_loads_every_parameter(tmp_path, tiny_config):
+    from reference_layout import reference_layout
+
+    gen = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(shape, generator=gen) for k, shape in reference_layout(tiny_config)}
+    state["vocab_padded"] = True
+    path = tmp_path / "model_step_5000.pt"
+    torch.save(state, path)
+    model = HeroForVcmr.from_reference(path, num_attention_heads=tiny_config.num_attention_heads,
+                                       vocab_size=tiny_config.vocab_size)
+    assert model.load_report.missing == []
+    assert torch.equal(model.vsm_head.query_linear.weight, state["video_query_linear.weight"])
+    assert torch.equal(model.vsm_head.st_conv.weight, state["video_st_predictor.weight"])
+    assert torch.equal(model.vsm_head.ed_conv.weight, state["video_ed_predictor.weight"])
+    assert torch.equal(model.hero.q_encoder.pool.weight, state["q_feat_attn.modular_vector_mapping.weight"])

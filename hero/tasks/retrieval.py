@@ -24,7 +24,6 @@ Shape letters: ``V`` videos of the corpus, ``L`` frames (padded), ``D`` hidden, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -112,7 +111,8 @@ class RetrievalConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("max_txt_len", "video_only_group_len", "max_vcmr_video", "max_before_nms", "max_after_nms", "query_batch_size"):
+        for name in ("max_txt_len", "video_only_group_len", "max_vcmr_video", "max_before_nms", "max_after_nms",
+                     "query_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ranking_loss not in ("hinge", "lse"):
@@ -317,8 +317,8 @@ def collate(corpus: Any, items: Sequence[dict], cfg: RetrievalConfig,
         raise HeroError("cannot collate an empty retrieval batch")
     vids = [it["vid"] for it in items]
     if len(set(vids)) != len(vids):
-        raise HeroError(f"a retrieval batch holds a video twice ({sorted(v for v, c in Counter(vids).items() if c > 1)})"
-                        "; that video would be its own negative")
+        twice = sorted(v for v, c in Counter(vids).items() if c > 1)
+        raise HeroError(f"a retrieval batch holds a video twice ({twice}); it would be its own negative")
     clips = [corpus.clip(v) for v in vids]
     video = collate_video([c.features for c in clips], [video_groups(c, corpus, cfg) for c in clips])
     ids, mask = query_rows([it["input_ids"] for it in items], corpus, cfg)
