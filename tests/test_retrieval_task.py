@@ -26,6 +26,7 @@ from hero.tasks.retrieval import (
     corpus_global_scores,
     encode_corpus,
     encode_queries,
+    evaluate,
     group_key,
     loss,
     nms_path,
@@ -380,3 +381,43 @@ def test_reference_vcmr_checkpoint_loads_every_parameter(tmp_path, tiny_config):
     assert torch.equal(model.vsm_head.st_conv.weight, state["video_st_predictor.weight"])
     assert torch.equal(model.vsm_head.ed_conv.weight, state["video_ed_predictor.weight"])
     assert torch.equal(model.hero.q_encoder.pool.weight, state["q_feat_attn.modular_vector_mapping.weight"])
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def oracle_submission(corpus, dataset="tvr", split="val"):
+    """Each query's own moment first, on its own video."""
+    records = corpus.annotations(dataset, split)
+    video2idx = {v: i for i, v in enumerate(sorted({r["vid"] for r in records}))}
+    moment = [{"desc_id": r["qid"], "desc": "", "predictions": [[video2idx[r["vid"]], *r["ts"], 1.0]]}
+              for r in records]
+    vr = [{"desc_id": r["qid"], "desc": "", "predictions": [[video2idx[r["vid"]], 0, 0, 1.0]]} for r in records]
+    return {"video2idx": video2idx, "VCMR": moment, "SVMR": moment, "VR": vr}
+
+
+def test_evaluate_reports_official_metrics_with_and_without_nms(corpus, tiny_config):
+    cfg = RetrievalConfig()
+    metrics = evaluate(oracle_submission(corpus), corpus, "tvr", "val", cfg)
+    for task in ("VCMR", "SVMR"):
+        for thd in ("0.5", "0.7"):
+            assert metrics[f"{task}/{thd}-r1"] == 100.0
+            assert metrics[f"{task}_nms_0.5/{thd}-r1"] == 100.0
+    assert metrics["VR/r1"] == 100.0 and "VR_nms_0.5/r1" not in metrics
+    assert metrics["VCMR_by_type/v-0.7-r1"] == 100.0
+    # move every ground-truth moment away from the prediction: no moment hit, videos still right
+    shifted = [dict(r, ts=[r["ts"][0] + 30.0, r["ts"][1] + 30.0]) for r in corpus.annotations("tvr", "val")]
+    sub = oracle_submission(corpus)
+    corpus._annotations[("tvr", "val")] = shifted
+    moved = evaluate(sub, corpus, "tvr", "val", cfg)
+    assert moved["VCMR/0.5-r1"] == 0.0 and moved["VR/r1"] == 100.0
+    no_nms = evaluate(sub, corpus, "tvr", "val", RetrievalConfig(nms_thd=-1))
+    assert not any("_nms_" in k for k in no_nms)
+
+
+def test_evaluate_scores_model_predictions(tiny_config, corpus):
+    model = tiny_model(tiny_config).eval()
+    cfg = RetrievalConfig(max_vcmr_video=3)
+    metrics = evaluate(predict(model, corpus, "tvr", "val", cfg), corpus, "tvr", "val", cfg)
+    assert 0.0 <= metrics["VR/r1"] <= metrics["VR/r5"] <= 100.0
+    assert {"VCMR/0.7-r10", "SVMR/0.5-r1", "VCMR_nms_0.5/0.7-r1", "VR/r100"} <= set(metrics)

@@ -716,12 +716,12 @@ def evaluate(predictions: dict[str, Any], corpus: Any, dataset: str, split: str,
     from hero.eval.tvr import eval_retrieval
 
     gt = ground_truth(corpus, dataset, split)
-    metrics = eval_retrieval(predictions, gt)
+    metrics = eval_retrieval(predictions, gt, use_desc_type=None)
     out = _flatten(metrics)
     if cfg.nms_thd != -1 and ("VCMR" in predictions or "SVMR" in predictions):
         nms = apply_nms(predictions, cfg)
         nms = {k: v for k, v in nms.items() if k != "VR"}
-        for key, value in _flatten(eval_retrieval(nms, gt)).items():
+        for key, value in _flatten(eval_retrieval(nms, gt, use_desc_type=None)).items():
             task, _, rest = key.partition("/")
             out[f"{task}_nms_{cfg.nms_thd}/{rest}"] = value
     return out
