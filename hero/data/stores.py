@@ -1,0 +1,551 @@
+"""Our LMDB stores: frame features per video, and aligned, tokenized subtitles per video.
+
+Layout (DEVELOPERS.md, "A prepared dataset directory"):
+
+* ``video/``: an LMDB environment (``data.mdb``) plus ``meta.json`` and ``nframes.json``.
+  Key = video id (utf-8). Value = ``uint32 little-endian header length`` + msgpack header
+  ``{"shape": [n, d], "dtype": "<f2"}`` + the raw little-endian array bytes (C order).
+* ``subtitles/``: an LMDB environment plus ``meta.json``. Key = video id; value = the msgpack dict
+  ``{"vid", "nframes", "subs", "input_ids", "unique_sub2frames", "unmatched_frames", "pseudo"}``.
+
+Readers open the environment lazily and re-open it when the process id changes, so a store
+created in the main process can be handed to forked DataLoader workers (an LMDB handle must
+never be used across ``fork``). They open read-only with ``lock=False``: the stores are immutable
+once written, so readers need no lock table and several jobs can read one store at once.
+
+Writers write into a temporary sibling directory and rename it into place when the ``with``
+block ends without error; on error the temporary directory is removed and any previous store is
+left untouched. The LMDB map grows (doubling) whenever a batch of puts does not fit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+import numpy as np
+
+from hero.errors import HeroError
+
+VIDEO_FORMAT = "hero-video-store"
+SUBTITLE_FORMAT = "hero-subtitle-store"
+FORMAT_VERSION = 1
+
+_HEADER_LEN = struct.Struct("<I")
+_INITIAL_MAP_SIZE = 1 << 26  # 64 MiB; doubled whenever a commit does not fit
+_BATCH_BYTES = 1 << 26  # commit after this many value bytes (keeps memory bounded)
+_DTYPES = {"float16": "<f2", "float32": "<f4"}
+
+
+# --------------------------------------------------------------------------------------------
+# value encoding
+
+
+def encode_array(array: np.ndarray, dtype: str = "float16") -> bytes:
+    """Encode ``(n, d)`` features as header + raw little-endian bytes of ``dtype``."""
+    code = _DTYPES.get(dtype)
+    if code is None:
+        raise HeroError(f"unsupported store dtype {dtype!r}; choose from {sorted(_DTYPES)}")
+    data = np.ascontiguousarray(array, dtype=np.dtype(code))
+    header = msgpack.packb({"shape": list(data.shape), "dtype": code})
+    return _HEADER_LEN.pack(len(header)) + header + data.tobytes()
+
+
+def decode_array(value: bytes | memoryview, where: str = "") -> np.ndarray:
+    """Inverse of `encode_array`; returns a float32 copy ``(n, d)``."""
+    try:
+        (hlen,) = _HEADER_LEN.unpack_from(value, 0)
+        header = msgpack.unpackb(bytes(value[4 : 4 + hlen]))
+        shape, code = tuple(header["shape"]), header["dtype"]
+        arr = np.frombuffer(value, dtype=np.dtype(code), offset=4 + hlen)
+        return arr.reshape(shape).astype(np.float32)
+    except (struct.error, KeyError, TypeError, ValueError, msgpack.UnpackException) as err:
+        raise HeroError(f"{where}: corrupt feature record ({err})") from err
+
+
+# --------------------------------------------------------------------------------------------
+# metadata
+
+
+@dataclass
+class VideoStoreMeta:
+    """``video/meta.json``.
+
+    Attributes:
+        dim: feature size ``d`` (sum of ``features`` dims).
+        dtype: storage dtype (``float16`` or ``float32``); reads always return float32.
+        frame_interval: seconds per frame (1.5 for TV, 2 for MSR-VTT / HowTo100M).
+        features: concatenation order, ``[{"name", "dim"}, ...]``, e.g. resnet152 then slowfast_r50.
+        num_videos: number of keys.
+        format_version: layout version (`FORMAT_VERSION`).
+        source: free-form provenance (input paths, converter).
+    """
+
+    dim: int
+    dtype: str
+    frame_interval: float
+    features: list[dict[str, Any]]
+    num_videos: int
+    format_version: int = FORMAT_VERSION
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": VIDEO_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str) -> VideoStoreMeta:
+        _check_format(data, VIDEO_FORMAT, where)
+        try:
+            return cls(dim=int(data["dim"]), dtype=str(data["dtype"]), frame_interval=float(data["frame_interval"]),
+                       features=list(data.get("features") or []), num_videos=int(data["num_videos"]),
+                       format_version=int(data["format_version"]), source=dict(data.get("source") or {}))
+        except (KeyError, TypeError, ValueError) as err:
+            raise HeroError(f"{where}: malformed video store metadata ({err!r})") from err
+
+
+def _check_format(data: Any, expected: str, where: str) -> None:
+    if not isinstance(data, dict) or data.get("format") != expected:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise HeroError(f"{where}: not a {expected} (format field is {found!r})")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        hint = "; it was written by a newer hero: upgrade" if newer else ""
+        raise HeroError(f"{where}: {expected} format_version {version!r}, this hero reads {FORMAT_VERSION}{hint}")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        raise HeroError(f"{path}: unreadable JSON ({err})") from err
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp sibling, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# readers
+
+
+_OPEN: dict[tuple[int, int], tuple[int, lmdb.Environment]] = {}
+"""Read-only environments of this process by data-file identity, with the pid that opened them.
+
+py-lmdb refuses to open one environment twice in a process, so every reader of a store shares
+one handle. A handle inherited through ``fork`` is closed in the child and opened afresh."""
+
+
+def open_readonly(path: str | Path) -> lmdb.Environment:
+    """The shared read-only, lock-free handle of the LMDB environment at ``path`` (this process)."""
+    path = Path(path)
+    try:
+        st = os.stat(path / "data.mdb")
+    except OSError as err:
+        raise HeroError(f"{path}: cannot open LMDB store ({err})") from err
+    key = (st.st_dev, st.st_ino)
+    pid = os.getpid()
+    cached = _OPEN.get(key)
+    if cached is not None:
+        if cached[0] == pid:
+            return cached[1]
+        cached[1].close()  # inherited through fork: its mapping is ours to drop, not the parent's
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
+                        max_readers=4096, subdir=True)
+    except lmdb.Error as err:
+        raise HeroError(f"{path}: cannot open LMDB store ({err})") from err
+    _OPEN[key] = (pid, env)
+    return env
+
+
+class LazyLmdb:
+    """A read-only LMDB environment opened on first use in each process (fork-safe)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._env: lmdb.Environment | None = None
+        self._pid = -1
+
+    def env(self) -> lmdb.Environment:
+        if self._env is None or self._pid != os.getpid():
+            self._env = open_readonly(self.path)
+            self._pid = os.getpid()
+        return self._env
+
+    def get(self, key: str) -> bytes | None:
+        with self.env().begin(buffers=False) as txn:
+            return txn.get(key.encode("utf-8"))
+
+    def keys(self) -> list[str]:
+        with self.env().begin() as txn:
+            return [k.decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)]
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise HeroError(f"{path}: no {what} here (directory missing)")
+    if not (path / "data.mdb").is_file():
+        raise HeroError(f"{path}: no {what} here (data.mdb missing)")
+
+
+class VideoFeatureStore:
+    """Frame features per video (read-only, lazy, fork-safe).
+
+    ``get(vid)`` returns a float32 ``(n, d)`` array (a copy; stored as ``meta.dtype``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        _require_dir(self.path, "video feature store")
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            hint = (" (it looks like a reference video_db: convert it with `hero data from-reference`)"
+                    if (self.path.parent / "id2nframe.json").is_file() else "")
+            raise HeroError(f"{self.path}: meta.json missing, not a hero video store{hint}")
+        self.meta = VideoStoreMeta.from_json(read_json(meta_path), str(meta_path))
+        nframes_path = self.path / "nframes.json"
+        if not nframes_path.is_file():
+            raise HeroError(f"{nframes_path}: missing (the frame count of every video)")
+        nframes = read_json(nframes_path)
+        if not isinstance(nframes, dict):
+            raise HeroError(f"{nframes_path}: expected an object {{vid: frames}}")
+        self._nframes: dict[str, int] = {str(k): int(v) for k, v in nframes.items()}
+        self._db = LazyLmdb(self.path)
+
+    def get(self, vid: str) -> np.ndarray:
+        """Features of ``vid``: float32 ``(n, d)``."""
+        value = self._db.get(vid)
+        if value is None:
+            raise KeyError(f"{self.path}: no video {vid!r}")
+        return decode_array(value, f"{self.path}:{vid}")
+
+    def num_frames(self, vid: str) -> int:
+        try:
+            return self._nframes[vid]
+        except KeyError:
+            raise KeyError(f"{self.path}: no video {vid!r}") from None
+
+    def keys(self) -> list[str]:
+        return list(self._nframes)
+
+    def __contains__(self, vid: object) -> bool:
+        return vid in self._nframes
+
+    def __len__(self) -> int:
+        return len(self._nframes)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nframes)
+
+    def __repr__(self) -> str:
+        return f"VideoFeatureStore({str(self.path)!r}, {len(self)} videos, dim {self.meta.dim})"
+
+
+SUBTITLE_RECORD_KEYS = ("vid", "nframes", "subs", "input_ids", "unique_sub2frames", "unmatched_frames", "pseudo")
+
+
+class SubtitleStore:
+    """Aligned, tokenized subtitles per video (read-only, lazy, fork-safe).
+
+    ``get(vid)`` returns the record dict (`SUBTITLE_RECORD_KEYS`); ``unique_sub2frames`` is a
+    list of ``[sub_idx, [frame, ...]]`` covering every subtitle, as the reference stores it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        _require_dir(self.path, "subtitle store")
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise HeroError(f"{self.path}: meta.json missing, not a hero subtitle store")
+        self.meta: dict[str, Any] = read_json(meta_path)
+        _check_format(self.meta, SUBTITLE_FORMAT, str(meta_path))
+        self._db = LazyLmdb(self.path)
+        self._keys: list[str] | None = None
+
+    def get(self, vid: str) -> dict[str, Any]:
+        value = self._db.get(vid)
+        if value is None:
+            raise KeyError(f"{self.path}: no subtitles for video {vid!r}")
+        try:
+            return msgpack.unpackb(value, raw=False, strict_map_key=False)
+        except (ValueError, msgpack.UnpackException) as err:
+            raise HeroError(f"{self.path}:{vid}: corrupt subtitle record ({err})") from err
+
+    def keys(self) -> list[str]:
+        if self._keys is None:
+            self._keys = self._db.keys()
+        return list(self._keys)
+
+    def __contains__(self, vid: object) -> bool:
+        return isinstance(vid, str) and self._db.get(vid) is not None
+
+    def __len__(self) -> int:
+        return int(self.meta.get("num_videos", len(self.keys())))
+
+    def __repr__(self) -> str:
+        return f"SubtitleStore({str(self.path)!r}, {len(self)} videos)"
+
+
+# --------------------------------------------------------------------------------------------
+# writers
+
+
+def temp_sibling(path: Path, tag: str = "tmp") -> Path:
+    return path.with_name(f".{path.name}.{tag}{os.getpid()}")
+
+
+def replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` directory to ``final`` (replacing it when ``overwrite``)."""
+    if final.exists():
+        if not overwrite:
+            raise HeroError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
+        old = temp_sibling(final, "old")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+class LmdbWriter:
+    """An LMDB written in a temporary sibling dir, renamed into place by `finish`.
+
+    Puts are batched in one transaction per ~64 MiB; when a batch does not fit the map, the map
+    is doubled and the batch is written again.
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False, map_size: int = _INITIAL_MAP_SIZE,
+                 commit_every: int | None = None) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        if self.path.exists() and not overwrite:
+            raise HeroError(f"{self.path}: already exists (pass overwrite=True / --overwrite to replace it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_sibling(self.path)
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+        self.map_size = map_size
+        self.env = lmdb.open(str(self.tmp), map_size=map_size, subdir=True, lock=True, meminit=False)
+        self.commit_every = commit_every
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._pending_bytes = 0
+        self._seen: set[bytes] = set()
+
+    def put(self, key: str, value: bytes) -> None:
+        k = key.encode("utf-8")
+        if not k:
+            raise HeroError(f"{self.path}: empty key")
+        if len(k) > self.env.max_key_size():
+            raise HeroError(f"{self.path}: key {key!r} longer than LMDB's {self.env.max_key_size()} bytes")
+        if k in self._seen:
+            raise HeroError(f"{self.path}: key {key!r} written twice")
+        self._seen.add(k)
+        self._pending.append((k, value))
+        self._pending_bytes += len(value)
+        if self._pending_bytes >= _BATCH_BYTES or (self.commit_every and len(self._pending) >= self.commit_every):
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for k, v in self._pending:
+                        txn.put(k, v)
+                self._pending, self._pending_bytes = [], 0
+            except lmdb.MapFullError:
+                self.map_size *= 2
+                self.env.set_mapsize(self.map_size)
+
+    def finish(self, side_files: dict[str, Any]) -> None:
+        """Commit, write the JSON side files, close and rename into place."""
+        self.flush()
+        self.env.sync(True)
+        self.env.close()
+        lock = self.tmp / "lock.mdb"
+        if lock.exists():
+            lock.unlink()  # readers open with lock=False; a stale lock file is just noise
+        for name, data in side_files.items():
+            write_json(self.tmp / name, data)
+        replace_dir(self.tmp, self.path, self.overwrite)
+
+    def abort(self) -> None:
+        try:
+            self.env.close()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @property
+    def num_keys(self) -> int:
+        return len(self._seen)
+
+
+def _feature_specs(features: Any) -> list[dict[str, Any]]:
+    specs = []
+    for f in features:
+        if isinstance(f, dict):
+            name, dim = f["name"], f["dim"]
+        else:
+            name, dim = f
+        if int(dim) < 1:
+            raise HeroError(f"feature set {name!r}: dimension must be >= 1, got {dim}")
+        specs.append({"name": str(name), "dim": int(dim)})
+    if not specs:
+        raise HeroError("a video store needs at least one feature set (name, dim)")
+    return specs
+
+
+class VideoStoreWriter:
+    """Write a `VideoFeatureStore`.
+
+    Example::
+
+        with VideoStoreWriter(out / "video", frame_interval=1.5,
+                              features=[("resnet152", 2048), ("slowfast_r50", 2304)]) as w:
+            w.add("vid1", feats)  # (n, 4352)
+
+    Args:
+        features: the concatenated feature sets in order, ``(name, dim)`` or ``{"name", "dim"}``.
+        dtype: storage dtype, ``float16`` (default, like the reference features) or ``float32``.
+        source: provenance recorded in ``meta.json``.
+    """
+
+    def __init__(self, path: str | Path, *, frame_interval: float, features: Any, dtype: str = "float16",
+                 source: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+        if dtype not in _DTYPES:
+            raise HeroError(f"unsupported store dtype {dtype!r}; choose from {sorted(_DTYPES)}")
+        if not frame_interval > 0:
+            raise HeroError(f"frame_interval must be > 0 seconds, got {frame_interval}")
+        self.path = Path(path)
+        self.features = _feature_specs(features)
+        self.dim = sum(f["dim"] for f in self.features)
+        self.dtype, self.frame_interval, self.source = dtype, float(frame_interval), dict(source or {})
+        self.overwrite = overwrite
+        self.nframes: dict[str, int] = {}
+        self._writer: LmdbWriter | None = None
+
+    def __enter__(self) -> VideoStoreWriter:
+        self._writer = LmdbWriter(self.path, self.overwrite)
+        return self
+
+    def add(self, vid: str, features: np.ndarray) -> None:
+        """Store ``features`` ``(n, d)`` of ``vid``; raises `HeroError` on a bad array."""
+        assert self._writer is not None, "use VideoStoreWriter as a context manager"
+        where = f"{self.path}:{vid}"
+        arr = np.asarray(features)
+        if arr.ndim != 2:
+            raise HeroError(f"{where}: features must be 2-D (frames, dim), got shape {arr.shape}")
+        if arr.shape[1] != self.dim:
+            raise HeroError(f"{where}: feature dimension {arr.shape[1]}, the store holds {self.dim}")
+        if arr.shape[0] < 1:
+            raise HeroError(f"{where}: zero frames")
+        with np.errstate(over="ignore"):
+            stored = np.ascontiguousarray(arr, dtype=np.dtype(_DTYPES[self.dtype]))
+        if not np.isfinite(stored).all():
+            raise HeroError(f"{where}: non-finite features (NaN/inf, or values beyond {self.dtype} range)")
+        self._writer.put(vid, encode_array(stored, self.dtype))
+        self.nframes[vid] = int(arr.shape[0])
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._writer is not None
+        if exc_type is not None:
+            self._writer.abort()
+            return
+        meta = VideoStoreMeta(dim=self.dim, dtype=self.dtype, frame_interval=self.frame_interval,
+                              features=self.features, num_videos=len(self.nframes), source=self.source)
+        try:
+            self._writer.finish({"meta.json": meta.to_json(), "nframes.json": self.nframes})
+        except BaseException:
+            shutil.rmtree(self._writer.tmp, ignore_errors=True)
+            raise
+
+
+def validate_subtitle_record(record: dict[str, Any], where: str) -> None:
+    """Check the fields a subtitle-store record must have (see `SUBTITLE_RECORD_KEYS`)."""
+    missing = [k for k in SUBTITLE_RECORD_KEYS if k not in record]
+    if missing:
+        raise HeroError(f"{where}: subtitle record lacks {missing}")
+    n = int(record["nframes"])
+    if len(record["input_ids"]) != len(record["subs"]):
+        raise HeroError(f"{where}: {len(record['input_ids'])} token lists for {len(record['subs'])} subtitles")
+    for entry in record["unique_sub2frames"]:
+        sub_idx, frames = entry
+        if not 0 <= int(sub_idx) < len(record["subs"]):
+            raise HeroError(f"{where}: unique_sub2frames names subtitle {sub_idx} of {len(record['subs'])}")
+        if any(not 0 <= int(f) < n for f in frames):
+            raise HeroError(f"{where}: subtitle {sub_idx} owns frames outside [0, {n})")
+
+
+class SubtitleStoreWriter:
+    """Write a `SubtitleStore` (records as produced by `hero.data.build`)."""
+
+    def __init__(self, path: str | Path, *, frame_interval: float, tokenizer: dict[str, Any] | None = None,
+                 source: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.frame_interval = float(frame_interval)
+        self.tokenizer, self.source, self.overwrite = tokenizer, dict(source or {}), overwrite
+        self.num_pseudo = 0
+        self._writer: LmdbWriter | None = None
+
+    def __enter__(self) -> SubtitleStoreWriter:
+        self._writer = LmdbWriter(self.path, self.overwrite)
+        return self
+
+    def add(self, vid: str, record: dict[str, Any]) -> None:
+        assert self._writer is not None, "use SubtitleStoreWriter as a context manager"
+        validate_subtitle_record(record, f"{self.path}:{vid}")
+        self.num_pseudo += bool(record["pseudo"])
+        self._writer.put(vid, msgpack.packb(record, use_bin_type=True))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._writer is not None
+        if exc_type is not None:
+            self._writer.abort()
+            return
+        meta = {"format": SUBTITLE_FORMAT, "format_version": FORMAT_VERSION, "frame_interval": self.frame_interval,
+                "num_videos": self._writer.num_keys, "num_pseudo": self.num_pseudo, "tokenizer": self.tokenizer,
+                "source": self.source}
+        try:
+            self._writer.finish({"meta.json": meta})
+        except BaseException:
+            shutil.rmtree(self._writer.tmp, ignore_errors=True)
+            raise
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LazyLmdb",
+    "open_readonly",
+    "LmdbWriter",
+    "SubtitleStore",
+    "SubtitleStoreWriter",
+    "VideoFeatureStore",
+    "VideoStoreMeta",
+    "VideoStoreWriter",
+    "decode_array",
+    "encode_array",
+    "replace_dir",
+    "temp_sibling",
+    "validate_subtitle_record",
+    "write_json",
+]
