@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("pre-train HERO (MLM, MFM, VSM, FOM) from a YAML config", "hero.commands.pretrain"),
     "finetune": ("fine-tune on a downstream task from a YAML config", "hero.commands.finetune"),
     "predict": ("write predictions of a fine-tuned model in the official formats", "hero.commands.predict"),
+    "eval": ("score predictions with the official metrics", "hero.commands.eval"),
     "plot": ("draw the loss curves of a run to PNG", "hero.commands.plot"),
     "figure": ("draw attention maps, moment predictions or loss curves to PNG", "hero.commands.figure"),
     "convert": ("convert a reference HERO checkpoint to our format", "hero.commands.checkpoint"),

@@ -173,19 +173,22 @@ def load_submission(path: str | Path) -> dict:
 
 
 class _Issues:
-    """Collects problems of one kind with a count and a few examples."""
+    """Collects problems by kind, each with a count and a few examples."""
 
     def __init__(self) -> None:
         self.kinds: OrderedDict[str, list] = OrderedDict()
 
-    def add(self, kind: str, example: str) -> None:
-        self.kinds.setdefault(kind, []).append(example)
+    def add(self, kind: str, example: str, count: int = 1, of: int | None = None) -> None:
+        entry = self.kinds.setdefault(kind, [0, [], of])
+        entry[0] += count
+        entry[1].append(example)
 
     def lines(self) -> list[str]:
         out = []
-        for kind, examples in self.kinds.items():
+        for kind, (count, examples, of) in self.kinds.items():
             shown = "; ".join(examples[:3]) + ("; ..." if len(examples) > 3 else "")
-            out.append(f"  {kind}: {len(examples)} (e.g. {shown})")
+            total = f" of {of}" if of is not None else ""
+            out.append(f"  {kind}: {count}{total} (e.g. {shown})")
         return out
 
     def __bool__(self) -> bool:
@@ -229,10 +232,10 @@ def _task_arrays(task: str, entries: Any, gt: GroundTruth, known_videos: np.ndar
     missing = [d for d, k in zip(gt.desc_ids, gt_keys) if k not in by_id]
     extra = [by_id[k]["desc_id"] for k in by_id if k not in gt_set]
     if match_number and missing:
-        issues.add(f"{task} queries of the ground truth missing from the submission",
-                   f"{len(missing)} of {len(gt)}: {_examples(missing)}")
+        issues.add(f"{task} queries of the ground truth missing from the submission", _examples(missing),
+                   count=len(missing), of=len(gt))
     if match_number and extra:
-        issues.add(f"{task} queries not in the ground truth", _examples(extra))
+        issues.add(f"{task} queries not in the ground truth", _examples(extra), count=len(extra))
     rows = [i for i, k in enumerate(gt_keys) if k in by_id]
     arrays, lengths = [], []
     inverted = zero_len = 0
@@ -304,11 +307,11 @@ def check_submission(submission: Any, gt: GroundTruth, tasks: Sequence[str] | No
     warnings: list[str] = []
     gt_missing = sorted({v for v in gt.vid_names if v not in video2idx})
     if gt_missing:
-        issues.add("ground-truth videos missing from video2idx", f"{len(gt_missing)}: {_examples(gt_missing)}")
+        issues.add("ground-truth videos missing from video2idx", _examples(gt_missing), count=len(gt_missing))
     no_ts = [d for d, t in zip(gt.desc_ids, gt.ts) if t is None]
     for task in tasks:
         if task != "VR" and no_ts:
-            issues.add(f"{task} needs ground-truth 'ts', absent for queries", f"{len(no_ts)}: {_examples(no_ts)}")
+            issues.add(f"{task} needs ground-truth 'ts'; queries without it", _examples(no_ts), count=len(no_ts))
     known = np.array(sorted(set(video2idx.values())), dtype=np.float64)
     out = {t: _task_arrays(t, submission[t], gt, known, match_number, issues, warnings) for t in tasks}
     if issues:
