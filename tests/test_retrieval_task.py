@@ -421,3 +421,17 @@ def test_evaluate_scores_model_predictions(tiny_config, corpus):
     metrics = evaluate(predict(model, corpus, "tvr", "val", cfg), corpus, "tvr", "val", cfg)
     assert 0.0 <= metrics["VR/r1"] <= metrics["VR/r5"] <= 100.0
     assert {"VCMR/0.7-r10", "SVMR/0.5-r1", "VCMR_nms_0.5/0.7-r1", "VR/r100"} <= set(metrics)
+
+
+@pytest.mark.parametrize("name", ["tvr", "how2r", "didemo", "didemo_asr", "msrvtt"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    from hero.train.config import load_config
+    from hero.train.finetune import FinetuneConfig, task_settings
+
+    config = load_config(FinetuneConfig, Path(__file__).parent.parent / "configs" / "finetune" / f"{name}.yaml")
+    task = get_task(config.task)
+    assert config.dataset in task.datasets and task is get_task(config.dataset)
+    cfg = task_settings(task, config.task_config)
+    assert cfg.min_pred_l < cfg.max_pred_l and cfg.max_after_nms <= cfg.max_before_nms
