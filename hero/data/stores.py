@@ -346,7 +346,8 @@ class LmdbWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir()
         self.map_size = map_size
-        self.env = lmdb.open(str(self.tmp), map_size=map_size, subdir=True, lock=True, meminit=False)
+        # meminit: zero fresh pages, so that the same input gives byte-identical files
+        self.env = lmdb.open(str(self.tmp), map_size=map_size, subdir=True, lock=True, meminit=True)
         self.commit_every = commit_every
         self._pending: list[tuple[bytes, bytes]] = []
         self._pending_bytes = 0
