@@ -393,7 +393,8 @@ def _chatter(rng: np.random.Generator, speaker: str, location: str, visible: set
         return kind, f"tomorrow i will go to the {place}", {"speaker": speaker, "place": place}
     if kind == "absent":
         person = _choice(rng, [c for c in CHARACTERS if c not in visible])
-        return kind, f"have you seen {person} ?", {"speaker": speaker, "person": person}
+        text = _choice(rng, (f"have you seen {person} ?", f"i am looking for {person}"))
+        return kind, text, {"speaker": speaker, "person": person}
     return kind, _choice(rng, SMALLTALK), {}
 
 
@@ -415,14 +416,15 @@ def _dialogue(rng: np.random.Generator, cfg: SynthConfig, location: str, cast: l
             if rng.random() < cfg.narrate_prob:
                 event.narrated = True
                 with_color = bool(rng.random() < 0.5)
+                where = f" in the {location}" if event.action not in ("enter", "leave") and rng.random() < 0.3 else ""
                 if event.actor in speakers and rng.random() < 0.5:
                     speaker = event.actor
                     lead = _choice(rng, ("i ", "now i ", "let me "))
-                    text = lead + phrase(event, location, with_color, form="base")
+                    text = lead + phrase(event, location, with_color, form="base") + where
                 else:
                     speaker = _choice(rng, [c for c in speakers if c != event.actor] or speakers)
                     lead = _choice(rng, ("", "look , ", "hey , "))
-                    text = lead + describe(event, location, with_color)
+                    text = lead + describe(event, location, with_color) + where
                 start, end = _span_times(first, last, rng)
                 lines.append(Line(speaker, text, start, end, first, last, "narration",
                                   {"event": ref, "color": with_color}))
@@ -435,7 +437,8 @@ def _dialogue(rng: np.random.Generator, cfg: SynthConfig, location: str, cast: l
             if askers and rng.random() < cfg.request_prob:
                 speaker = _choice(rng, askers)
                 start, end = _span_times(first, last, rng)
-                lines.append(Line(speaker, f"where is my {pick.obj} ?", start, end, first, last, "request",
+                text = _choice(rng, (f"where is my {pick.obj} ?", f"i am looking for my {pick.obj}"))
+                lines.append(Line(speaker, text, start, end, first, last, "request",
                                   {"speaker": speaker, "object": pick.obj, "instance": ref}))
                 continue
             if rng.random() >= cfg.chatter_prob:
@@ -544,13 +547,13 @@ def _tvr_candidates(ep: Episode) -> list[tuple[tuple, str, str, int, int]]:
         f = line.fact
         if line.kind == "plan":
             out.append((("plan", f["speaker"], f["place"]), "t",
-                        f"{f['speaker']} talks about going to the {f['place']} tomorrow", line.first, line.last))
+                        f"{f['speaker']} will go to the {f['place']} tomorrow", line.first, line.last))
         elif line.kind == "absent":
-            out.append((("absent", f["speaker"], f["person"]), "t", f"{f['speaker']} asks about {f['person']}",
+            out.append((("absent", f["speaker"], f["person"]), "t", f"{f['speaker']} is looking for {f['person']}",
                         line.first, line.last))
         elif line.kind == "request":
             out.append((("request", f["speaker"], f["object"]), "t",
-                        f"{f['speaker']} asks where the {f['object']} is", line.first, line.last))
+                        f"{f['speaker']} is looking for the {f['object']}", line.first, line.last))
     return out
 
 
@@ -623,12 +626,12 @@ def _tvqa_candidates(ep: Episode, rng: np.random.Generator) -> list[dict]:
             out.append(dict(q_type="plan", q=f"where will {f['speaker']} go tomorrow ?", correct=f"the {f['place']}",
                             hard=[f"the {loc}"], pool=[f"the {x}" for x in LOCATIONS], span=(line.first, line.last)))
         elif line.kind == "absent":
-            out.append(dict(q_type="absent", q=f"who does {f['speaker']} ask about ?", correct=f["person"],
+            out.append(dict(q_type="absent", q=f"who is {f['speaker']} looking for ?", correct=f["person"],
                             hard=everyone, pool=list(CHARACTERS), span=(line.first, line.last)))
         elif line.kind == "request":
             pick = next(e for e in ep.events if e.instance == f["instance"] and e.action == "pick_up")
             if not pick.narrated:
-                out.append(dict(q_type="fetch", q=f"who picks up the thing that {f['speaker']} asked for ?",
+                out.append(dict(q_type="fetch", q=f"who picks up what {f['speaker']} is looking for ?",
                                 correct=pick.actor, hard=everyone, pool=list(CHARACTERS),
                                 span=(line.first, pick.end)))
     for a, b in zip(ep.events, ep.events[1:]):
@@ -689,10 +692,10 @@ def _violin(cfg: SynthConfig, eps: list[Episode], counters: Counter) -> list[dic
                 f = line.fact
                 if line.kind == "plan":
                     other = _choice(rng, [x for x in LOCATIONS if x not in (f["place"], loc)])
-                    true, false = (f"{f['speaker']} says they will go to the {p} tomorrow" for p in (f["place"], other))
+                    true, false = (f"{f['speaker']} will go to the {p} tomorrow" for p in (f["place"], other))
                 else:
                     other = _choice(rng, [c for c in CHARACTERS if c != f["person"]])
-                    true, false = (f"{f['speaker']} asks if anyone has seen {p}" for p in (f["person"], other))
+                    true, false = (f"{f['speaker']} is looking for {p}" for p in (f["person"], other))
             elif kind == "order" and len(visible) >= 2:
                 a, b = sorted((visible[j] for j in rng.permutation(len(visible))[:2]), key=lambda e: e.start)
                 true = f"{describe(a, loc)} , and then {describe(b, loc)}"
