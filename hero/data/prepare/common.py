@@ -1,0 +1,293 @@
+"""What every dataset converter shares: reading raw annotation files, field checks, tokenising.
+
+A converter turns one raw annotation file into records of the documented annotation formats
+(DEVELOPERS.md, "Annotations"). A file that cannot be read at all (not JSON, wrong top-level
+type) raises a `HeroError` naming ``file:line``; a record that is malformed (a missing or
+ill-typed field) is a counted skip through `Problems` (fatal with ``--strict``), also named by
+``file:line``.
+
+Annotation text (queries, questions, answers, statements, captions) is tokenised like the
+reference ``prepro_query.py``: all-caps lower-cased, no HTML unescaping, no special tokens.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hero.data.problems import Problems
+from hero.errors import HeroError
+
+KNOWN_SPLITS = ("test_challenge", "test_public", "train", "val", "valid", "validate", "dev", "test")
+SPLIT_ALIASES = {"valid": "val", "validate": "val", "dev": "val"}
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".3gp", ".wmv", ".flv")
+
+
+class Malformed(Exception):
+    """A record-level problem; the caller turns it into a counted skip."""
+
+
+@dataclass
+class AnnotationSpec:
+    """One ``--annotations`` argument: ``[dataset:][split=]path``."""
+
+    dataset: str
+    split: str | None
+    path: Path
+
+
+def parse_annotation_spec(text: str, default_dataset: str) -> AnnotationSpec:
+    """``tvqa:train=path`` → (tvqa, train, path); ``path`` → (default, None = from the name, path)."""
+    dataset, split, path = default_dataset, None, text
+    head, sep, rest = text.partition("=")
+    if sep and "/" not in head and "\\" not in head:
+        split, path = head, rest
+        if ":" in split:
+            dataset, _, split = split.partition(":")
+    elif ":" in text.split("/")[0] and not Path(text).exists():
+        dataset, _, path = text.partition(":")
+    return AnnotationSpec(dataset, split or None, Path(path))
+
+
+def split_from_name(path: Path) -> str:
+    """The split a raw file name names: ``tvr_test_public_release.jsonl`` → ``test_public``.
+
+    The longest known split word (train, val, valid/validate/dev → val, test, test_public,
+    test_challenge) delimited by ``_``, ``-`` or ``.`` wins.
+    """
+    name = path.name.lower()
+    for split in KNOWN_SPLITS:  # longest names first
+        if re.search(rf"(^|[_.\-]){split}([_.\-]|$)", name):
+            return SPLIT_ALIASES.get(split, split)
+    raise HeroError(f"{path}: cannot tell the split from the file name; write it as SPLIT=PATH (e.g. train={path})")
+
+
+def normalize_split(split: str) -> str:
+    return SPLIT_ALIASES.get(split, split)
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` for every non-empty line; ``where`` is ``file:line``."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise HeroError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+
+
+def load_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise HeroError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+
+
+def iter_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """Records of a ``.jsonl`` file (one per line) or a ``.json`` list/dict (one per item or key).
+
+    ``where`` is ``file:line`` for JSONL, ``file[index]`` or ``file[key]`` for JSON.
+    """
+    if not path.is_file():
+        raise HeroError(f"{path}: annotation file not found")
+    if path.suffix.lower() == ".jsonl":
+        yield from iter_jsonl(path)
+        return
+    data = load_json(path)
+    if isinstance(data, list):
+        for i, rec in enumerate(data):
+            yield f"{path}[{i}]", rec
+    elif isinstance(data, dict):
+        for key, rec in data.items():
+            yield f"{path}[{key!r}]", rec
+    else:
+        raise HeroError(f"{path}: expected a JSON list or object of records, got {type(data).__name__}")
+
+
+def iter_csv(path: Path, required: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """Rows of a CSV file with a header, as ``(file:line, row)``."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise HeroError(f"{path}:1: the CSV header lacks column(s) {missing} (has {reader.fieldnames})")
+        for row in reader:
+            yield f"{path}:{reader.line_num}", row
+
+
+# -- field checks (raise Malformed, turned into a counted skip by `convert_file`) ----------------
+
+
+def need(rec: Any, key: str, kind: type | tuple[type, ...] = object) -> Any:
+    if not isinstance(rec, dict):
+        raise Malformed(f"expected a JSON object, got {type(rec).__name__}")
+    if key not in rec or rec[key] is None:
+        raise Malformed(f"missing field {key!r}")
+    value = rec[key]
+    if kind is not object and (not isinstance(value, kind) or isinstance(value, bool) and bool not in _tuple(kind)):
+        raise Malformed(f"field {key!r} must be {_names(kind)}, got {value!r}")
+    return value
+
+
+def text_field(rec: Any, key: str) -> str:
+    value = need(rec, key, str)
+    if not value.strip():
+        raise Malformed(f"field {key!r} is empty")
+    return value
+
+
+def id_field(rec: Any, key: str) -> str:
+    """An id given as a string or an integer, returned as a string (the reference keys are strings)."""
+    value = need(rec, key, (str, int))
+    return str(value)
+
+
+def number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Malformed(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def span(value: Any, what: str = "ts") -> list[float]:
+    """A ``[st, ed]`` pair of seconds (``ed >= st >= 0`` is not required: the reference accepts any)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise Malformed(f"{what} must be [start, end] in seconds, got {value!r}")
+    return [number(value[0], f"{what}[0]"), number(value[1], f"{what}[1]")]
+
+
+def optional(rec: dict, key: str, parse: Callable[[Any], Any]) -> Any:
+    return parse(rec[key]) if rec.get(key) is not None else None
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    names = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list", "dict": "an object"}
+    return " or ".join(names.get(k.__name__, k.__name__) for k in _tuple(kind))
+
+
+# -- conversion driver --------------------------------------------------------------------------
+
+
+def convert_records(
+    items: Iterator[tuple[str, Any]],
+    convert: Callable[[Any], dict | None],
+    problems: Problems,
+) -> list[dict]:
+    """Apply ``convert`` to every raw record; a `Malformed` one becomes a counted skip at its ``where``.
+
+    ``convert`` returns the normalised record without token ids (added later in one batch) or
+    None for a record that the raw format itself marks as not applicable.
+    """
+    out = []
+    for where, rec in items:
+        try:
+            converted = convert(rec)
+        except Malformed as err:
+            problems.skip("malformed annotation", where, str(err))
+            continue
+        if converted is not None:
+            converted["_where"] = where
+            out.append(converted)
+    return out
+
+
+def check_unique(records: list[dict], key: str, problems: Problems) -> list[dict]:
+    """Drop (counted) records whose ``key`` repeats an earlier one in the same split."""
+    seen: dict[str, str] = {}
+    out = []
+    for r in records:
+        k = r[key]
+        if k in seen:
+            problems.skip("duplicate annotation", r["_where"], f"{key} {k!r} already given at {seen[k]}")
+            continue
+        seen[k] = r["_where"]
+        out.append(r)
+    return out
+
+
+def resolve_vids(records: list[dict], known: set[str] | None, problems: Problems) -> None:
+    """Map raw video names onto feature ids when they differ only by a video-file extension.
+
+    DiDeMo names videos by their file (``..._87ef417396.mov``) while feature files drop the
+    extension. Each rewrite is noted.
+    """
+    if not known:
+        return
+    for r in records:
+        vid = r.get("vid")
+        if vid is None or vid in known:
+            continue
+        stem, dot, ext = vid.rpartition(".")
+        if dot and "." + ext.lower() in VIDEO_EXTENSIONS and stem in known:
+            problems.note("video id without extension", r["_where"], f"{vid!r} → {stem!r} (the feature file name)")
+            r["vid"] = stem
+
+
+def tokenize_fields(records: list[dict], tokenizer: Any, fields: Sequence[tuple[str, str]]) -> None:
+    """Add token ids: for each ``(text_key, ids_key)``, ``record[ids_key] = encode(record[text_key])``.
+
+    ``text_key`` may name a list of strings (e.g. ``answers`` → ``a_ids``). One batched call.
+    """
+    texts: list[str] = []
+    slots: list[tuple[dict, str, int | None]] = []
+    for r in records:
+        for text_key, ids_key in fields:
+            value = r[text_key]
+            if isinstance(value, list):
+                r[ids_key] = [None] * len(value)
+                for i, t in enumerate(value):
+                    texts.append(t)
+                    slots.append((r, ids_key, i))
+            else:
+                texts.append(value)
+                slots.append((r, ids_key, None))
+    ids = tokenizer.encode_batch(texts, unescape=False) if hasattr(tokenizer, "encode_batch") else \
+        [tokenizer.encode(t, unescape=False) for t in texts]
+    for (r, key, i), token_ids in zip(slots, ids):
+        if i is None:
+            r[key] = token_ids
+        else:
+            r[key][i] = token_ids
+
+
+def strip_where(records: list[dict]) -> list[dict]:
+    for r in records:
+        r.pop("_where", None)
+    return records
+
+
+__all__ = [
+    "AnnotationSpec",
+    "Malformed",
+    "check_unique",
+    "convert_records",
+    "id_field",
+    "iter_csv",
+    "iter_jsonl",
+    "iter_records",
+    "load_json",
+    "need",
+    "normalize_split",
+    "number",
+    "optional",
+    "parse_annotation_spec",
+    "resolve_vids",
+    "span",
+    "split_from_name",
+    "strip_where",
+    "text_field",
+    "tokenize_fields",
+]
