@@ -237,50 +237,59 @@ def _task_arrays(task: str, entries: Any, gt: GroundTruth, known_videos: np.ndar
     if match_number and extra:
         issues.add(f"{task} queries not in the ground truth", _examples(extra), count=len(extra))
     rows = [i for i, k in enumerate(gt_keys) if k in by_id]
-    arrays, lengths = [], []
-    inverted = zero_len = 0
-    for i in rows:
+    arrays: list[np.ndarray] = []
+    for r, i in enumerate(rows):
         preds = by_id[gt_keys[i]]["predictions"]
-        where = f"{task} desc_id {gt.desc_ids[i]!r}"
+        where = f"desc_id {gt.desc_ids[i]!r}"
         if not preds:
             issues.add(f"{task} queries with an empty prediction list", where)
             continue
         try:
-            a = np.asarray([p[:3] for p in preds], dtype=np.float64)
-            ok = a.ndim == 2 and a.shape[1] == 3 and all(isinstance(p, (list, tuple)) for p in preds)
-        except (TypeError, ValueError, KeyError, IndexError):
+            ok = all(isinstance(p, (list, tuple)) for p in preds)
+            a = np.asarray([p[:3] for p in preds], dtype=np.float64) if ok else None
+            ok = ok and a.ndim == 2 and a.shape[1] == 3
+        except (TypeError, ValueError):
             ok = False
         if not ok:
-            issues.add(f"{task} malformed predictions (need [video_idx, st, ed, score] lists of numbers)", where)
+            issues.add(f"{task} queries with malformed predictions (need [video_idx, st, ed, score] number lists)",
+                       where)
             continue
-        if not np.isfinite(a).all():
-            issues.add(f"{task} predictions with NaN or infinite values", where)
-            continue
-        vid = a[:, 0]
-        if not np.all(vid == np.round(vid)):
-            issues.add(f"{task} predictions whose video_idx is not an integer", where)
-            continue
-        unknown = vid[~np.isin(vid, known_videos)]
-        if len(unknown):
-            issues.add(f"{task} predictions with a video_idx not in video2idx", f"{where}: {int(unknown[0])}")
-            continue
-        if task != "VR":
-            inverted += int(np.count_nonzero(a[:, 1] > a[:, 2]))
-            zero_len += int(np.count_nonzero(a[:, 1] == a[:, 2]))
-        head = a[:MAX_PRED_PER_QUERY].astype(np.float32)
-        arrays.append(head)
-        lengths.append(len(head))
-    if inverted or zero_len:
-        warnings.append(f"{task}: {inverted} predictions with st > ed and {zero_len} of zero length "
-                        f"(scored as the official evaluator does: their IoU is 0)")
+        arrays.append(a)
     q = len(rows)
-    width = max(lengths, default=0)
+    if len(arrays) < q:  # already reported; the arrays are not needed
+        return _TaskPredictions(np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), bool)), rows
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    flat = np.concatenate(arrays) if arrays else np.zeros((0, 3))
+    query = np.repeat(np.arange(q), lengths)
+
+    def report(bad: np.ndarray, kind: str) -> None:
+        if not bad.any():
+            return
+        first = np.flatnonzero(bad)[0]
+        shown = [f"desc_id {gt.desc_ids[rows[query[first]]]!r}: {flat[first].tolist()}"]
+        shown += [f"desc_id {gt.desc_ids[rows[j]]!r}" for j in np.unique(query[bad])[1:3]]
+        issues.add(f"{task} {kind}", "; ".join(shown), count=int(bad.sum()))
+
+    finite = np.isfinite(flat).all(axis=1)
+    report(~finite, "predictions with NaN or infinite values")
+    vid = np.where(finite, flat[:, 0], 0.0)
+    integral = vid == np.round(vid)
+    report(finite & ~integral, "predictions whose video_idx is not an integer")
+    report(finite & integral & ~np.isin(vid, known_videos), "predictions with a video_idx not in video2idx")
+    if task != "VR":
+        inverted = int(np.count_nonzero(flat[:, 1] > flat[:, 2]))
+        zero_len = int(np.count_nonzero(flat[:, 1] == flat[:, 2]))
+        if inverted or zero_len:
+            warnings.append(f"{task}: {inverted} predictions with st > ed and {zero_len} of zero length "
+                            f"(scored as the official evaluator does: their IoU is 0)")
+    # the first MAX_PRED_PER_QUERY of each query, read as float32 like the official evaluator
+    width = int(min(lengths.max(initial=0), MAX_PRED_PER_QUERY))
+    pos = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    head = pos < width
     pred = np.zeros((q, width, 3), np.float32)
     valid = np.zeros((q, width), bool)
-    if len(arrays) == q and q:
-        lens = np.asarray(lengths)
-        valid = np.arange(width)[None, :] < lens[:, None]
-        pred[valid] = np.concatenate(arrays)
+    pred[query[head], pos[head]] = flat[head].astype(np.float32)
+    valid[query[head], pos[head]] = True
     return _TaskPredictions(pred, valid), rows
 
 
