@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert a reference HERO checkpoint to our format", "hero.commands.checkpoint"),
     "init-roberta": ("initialise HERO from a RoBERTa checkpoint", "hero.commands.checkpoint"),
     "info": ("print the config of a saved model", "hero.commands.checkpoint"),
+    "extract": ("frame features from raw videos (ResNet-152 + SlowFast)", "hero.commands.extract"),
 }
 
 
