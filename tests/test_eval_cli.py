@@ -1,0 +1,114 @@
+"""``hero eval retrieval|qa|violin|caption``: printed and written metrics, atomic output, exit status 2
+with a clear message on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hero.cli import COMMANDS, main
+
+DIDEMO = Path(__file__).parent / "fixtures" / "official_data_eval" / "tvr_metric" / "didemo_style"
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_registered():
+    assert COMMANDS["eval"][1] == "hero.commands.eval"
+
+
+def test_retrieval_prints_and_writes_official_metrics(tmp_path, capsys):
+    out = tmp_path / "res" / "metrics.json"
+    rc, stdout, stderr = _run(capsys, "eval", "retrieval", "--submission", str(DIDEMO / "submission.json"),
+                              "--gt", str(DIDEMO / "gt.jsonl"), "--out", str(out))
+    expected = json.loads((DIDEMO / "metrics.json").read_text())
+    assert rc == 0
+    assert json.loads(stdout) == expected
+    assert json.loads(out.read_text()) == expected
+    assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json"]  # no temporary left behind
+    assert "wrote" in stderr
+
+
+def test_retrieval_by_type_switches(tmp_path, capsys):
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("\n".join(json.dumps({"desc_id": i, "vid_name": "a", "ts": [0, 10], "type": "v"})
+                            for i in range(2)) + "\n")
+    sub = tmp_path / "sub.json"
+    sub.write_text(json.dumps({"video2idx": {"a": 3}, "VR": [{"desc_id": i, "predictions": [[3, 0, 0, 1.0]]}
+                                                              for i in range(2)]}))
+    rc, stdout, _ = _run(capsys, "eval", "retrieval", "--submission", str(sub), "--gt", str(gt))
+    assert rc == 0 and list(json.loads(stdout)) == ["VR", "VR_by_type"]
+    rc, stdout, _ = _run(capsys, "eval", "retrieval", "--submission", str(sub), "--gt", str(gt), "--no-by-type")
+    assert rc == 0 and list(json.loads(stdout)) == ["VR"]
+    assert json.loads(stdout)["VR"]["r1"] == 100.0
+
+
+def test_retrieval_malformed_submission_exits_2(tmp_path, capsys):
+    sub = json.loads((DIDEMO / "submission.json").read_text())
+    sub["VCMR"] = sub["VCMR"][5:]
+    sub["VR"][0]["predictions"][0][0] = 123456
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(sub))
+    out = tmp_path / "m.json"
+    rc, _, stderr = _run(capsys, "eval", "retrieval", "--submission", str(bad), "--gt", str(DIDEMO / "gt.jsonl"),
+                         "--out", str(out))
+    assert rc == 2
+    assert str(bad) in stderr
+    assert "VCMR queries of the ground truth missing from the submission: 5 of 240" in stderr
+    assert "VR predictions with a video_idx not in video2idx: 1" in stderr
+    assert not out.exists()
+
+
+def test_retrieval_bad_ground_truth_names_the_line(tmp_path, capsys):
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text((DIDEMO / "gt.jsonl").read_text().splitlines()[0] + "\n{\"desc_id\": 1}\n")
+    rc, _, stderr = _run(capsys, "eval", "retrieval", "--submission", str(DIDEMO / "submission.json"),
+                         "--gt", str(gt))
+    assert rc == 2 and f"{gt}:2" in stderr
+
+
+def test_qa_and_violin(tmp_path, capsys):
+    qa_gt = tmp_path / "qa.jsonl"
+    qa_gt.write_text("\n".join(json.dumps({"qid": str(i), "vid": "a", "q": "?", "answers": ["x"] * 5,
+                                           "answer_idx": i % 5}) for i in range(4)) + "\n")
+    qa_pred = tmp_path / "qa.json"
+    qa_pred.write_text(json.dumps({"0": 0, "1": 1, "2": 0, "3": 0}))
+    out = tmp_path / "qa_metrics.json"
+    rc, stdout, _ = _run(capsys, "eval", "qa", "--pred", str(qa_pred), "--gt", str(qa_gt), "--out", str(out))
+    assert rc == 0 and json.loads(stdout)["accuracy"] == 50.0 and json.loads(out.read_text())["accuracy"] == 50.0
+
+    v_gt = tmp_path / "violin.jsonl"
+    v_gt.write_text("\n".join(json.dumps({"qid": f"s{i}", "vid": "a", "statement": ".", "label": i % 2})
+                              for i in range(4)) + "\n")
+    v_pred = tmp_path / "violin.json"
+    v_pred.write_text(json.dumps({"s0": 0, "s1": 1, "s2": 0, "s3": 0}))
+    rc, stdout, _ = _run(capsys, "eval", "violin", "--pred", str(v_pred), "--gt", str(v_gt))
+    assert rc == 0 and json.loads(stdout)["accuracy"] == 75.0
+    v_pred.write_text(json.dumps({"s0": 0}))
+    rc, _, stderr = _run(capsys, "eval", "violin", "--pred", str(v_pred), "--gt", str(v_gt))
+    assert rc == 2 and "s1" in stderr
+
+
+def test_caption(tmp_path, capsys):
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text("\n".join(json.dumps({"clip_id": i, "descs": [{"desc": d}]})
+                              for i, d in enumerate(["Joey eats a sandwich.", "Ross opens the door."])) + "\n")
+    pred = tmp_path / "pred.jsonl"
+    pred.write_text("\n".join(json.dumps({"clip_id": i, "descs": [{"desc": d}]})
+                              for i, d in enumerate(["Joey eats a sandwich.", "Ross opens the door."])) + "\n")
+    rc, stdout, _ = _run(capsys, "eval", "caption", "--pred", str(pred), "--gt", str(refs), "--no-meteor")
+    metrics = json.loads(stdout)
+    assert rc == 0 and "METEOR" not in metrics
+    assert metrics["ROUGE_L"] == pytest.approx(100.0)
+
+
+def test_unknown_kind_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["eval", "bleu"])
+    assert err.value.code == 2
