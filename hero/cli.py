@@ -25,6 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert a reference HERO checkpoint to our format", "hero.commands.checkpoint"),
     "init-roberta": ("initialise HERO from a RoBERTa checkpoint", "hero.commands.checkpoint"),
     "info": ("print the config of a saved model", "hero.commands.checkpoint"),
+    "data": ("build, inspect and convert datasets", "hero.commands.data"),
+    "index": ("encode a corpus with a fine-tuned retrieval model into a search index", "hero.commands.search"),
+    "search": ("search an indexed corpus by text: top moments with start-end seconds", "hero.commands.search"),
     "extract": ("frame features from raw videos (ResNet-152 + SlowFast)", "hero.commands.extract"),
 }
 
