@@ -360,3 +360,103 @@ def test_alignment_fixture_through_corpus(tmp_path, tokenizer, fixture_dir):
     perturbed = json.loads(json.dumps(c["expected"]["loader"]["30"]["sub2frames"]))
     next(fr for _, fr in perturbed if fr).append(29)
     assert [[k, fr] for k, fr in corpus.clip(c["vid_name"]).sub2frames] != perturbed
+
+
+# ---- reference stores → our corpus --------------------------------------------------------------
+
+
+def test_convert_reference_roundtrip(tmp_path, tokenizer):
+    from hero.data.build import convert_reference
+    from hero.data.reference_db import hero_to_reference_subtitles, write_reference_txt_db, write_reference_video_db
+
+    ours = Corpus(build(tmp_path, tokenizer))
+    vids = ours.video_ids()
+    write_reference_video_db(tmp_path / "video_db" / "tv", ((v, ours.video_store.get(v)) for v in vids))
+    sub_recs = [(v, hero_to_reference_subtitles(ours.subtitle_store.get(v))) for v in vids if v != "ep3"]
+    sub_recs.append(("orphan", sub_recs[0][1]))
+    write_reference_txt_db(tmp_path / "sub.db", sub_recs)
+    tvr = [(r["qid"], {**r, "vid_name": r["vid"], "desc_id": int(r["qid"]), "target": r["ts"]})
+           for r in ours.annotations("tvr", "train")]
+    write_reference_txt_db(tmp_path / "tvr_train.db", tvr)
+    problems = Problems()
+    root = convert_reference(tmp_path / "conv", video_db=tmp_path / "video_db" / "tv", sub_db=tmp_path / "sub.db",
+                             txt_dbs={("tvr", "train"): tmp_path / "tvr_train.db"}, tokenizer=tokenizer,
+                             problems=problems)
+    conv = Corpus(root)
+    assert sorted(conv.video_ids()) == sorted(vids) and conv.name == "tv"
+    for v in vids:
+        a, b = ours.clip(v), conv.clip(v)
+        assert torch_equal(a.features, b.features) and a.sub2frames == b.sub2frames and a.subtitles == b.subtitles
+    assert conv.annotations("tvr", "train") == ours.annotations("tvr", "train")
+    assert problems.skipped["subtitles of unknown video"] == 1 and problems.noted["no subtitles"] == 1
+    assert conv.tokens == tokenizer.tokens
+    # offline with an unknown tokenizer name: only the name is recorded
+    root2 = convert_reference(tmp_path / "conv2", video_db=tmp_path / "video_db" / "tv", sub_db=None,
+                              tokenizer="no-such/tokenizer-xyz", problems=Problems())
+    info = json.loads((root2 / "corpus.json").read_text())
+    assert info["tokenizer"] == {"name_or_path": "no-such/tokenizer-xyz", "local_dir": None}
+    assert all(Corpus(root2).clip(v).extra["pseudo"] for v in vids)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
+# ---- hero data build | from-reference | info ------------------------------------------------------
+
+
+def test_cli_build_info_from_reference(tmp_path, capsys):
+    from hero.cli import main
+    from hero.data.reference_db import hero_to_reference_subtitles, write_reference_txt_db, write_reference_video_db
+
+    rs = np.random.RandomState(0)
+    (tmp_path / "feat").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "feat" / f"v{i}.npy", rs.rand(6 + i, DIM).astype(np.float32))
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "v0.srt").write_text("1\n00:00:00,500 --> 00:00:03,000\nAlice: take the red cup\n\n"
+                                              "2\n00:00:04,000 --> 00:00:07,500\nBob: drinks coffee\n")
+    (tmp_path / "subs" / "v1.vtt").write_text("WEBVTT\n\n00:00:01.000 --> 00:00:04.000\n<v Bob>the door opens\n")
+    (tmp_path / "subs" / "ghost.srt").write_text("1\n00:00:00,500 --> 00:00:03,000\nnobody\n")
+    (tmp_path / "ann" / "tvr").mkdir(parents=True)
+    (tmp_path / "ann" / "tvr" / "train.jsonl").write_text(
+        json.dumps({"qid": "1", "vid": "v0", "desc": "alice takes the cup", "ts": [0, 3], "duration": 9,
+                    "type": "v"}) + "\n")
+    out = tmp_path / "corpus"
+    argv = ["data", "build", "--features", str(tmp_path / "feat"), "--subtitles", str(tmp_path / "subs"),
+            "--annotations", str(tmp_path / "ann"), "--train-tokenizer", "280", "--out", str(out)]
+    assert main(argv + ["--strict"]) == 2  # ghost.srt names a video without features
+    assert "subtitles of 'ghost'" in capsys.readouterr().err and not out.exists()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1 × subtitles of unknown video" in printed and "adjusted 1 × no subtitles" in printed
+    corpus = Corpus(out)
+    rec = corpus.annotations("tvr", "train")[0]
+    assert rec["input_ids"] == corpus.tokenizer.encode("alice takes the cup")
+    assert corpus.subtitles("v1")[0].speaker == "Bob"
+    assert main(["data", "info", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "videos      3  (1 without subtitles)" in printed and "annotations tvr/train 1" in printed
+    assert main(["data", "info", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"]["total"] == 6 + 7 + 8 and summary["feature_dim"] == DIM
+    assert main(["data", "info", str(tmp_path / "nothing")]) == 2
+
+    # back through the reference layout
+    vids = corpus.video_ids()
+    write_reference_video_db(tmp_path / "video_db" / "tv", ((v, corpus.video_store.get(v)) for v in vids))
+    write_reference_txt_db(tmp_path / "sub.db", [(v, hero_to_reference_subtitles(corpus.subtitle_store.get(v)))
+                                                 for v in vids])
+    write_reference_txt_db(tmp_path / "tvr.db", [("1", {**rec, "vid_name": "v0"})])
+    argv = ["data", "from-reference", "--video-db", str(tmp_path / "video_db" / "tv"), "--sub-db",
+            str(tmp_path / "sub.db"), "--txt-db", f"tvr:train={tmp_path / 'tvr.db'}", "--tokenizer",
+            str(out / "tokenizer"), "--out", str(tmp_path / "conv")]
+    assert main(argv) == 0
+    conv = Corpus(tmp_path / "conv")
+    assert conv.annotations("tvr", "train") == corpus.annotations("tvr", "train")
+    for v in vids:
+        assert conv.clip(v).sub2frames == corpus.clip(v).sub2frames
+    assert main(argv[:-1] + [str(tmp_path / "conv2"), "--txt-db", "tvr=oops"]) == 2
+    assert "expected DATASET:SPLIT=DIR" in capsys.readouterr().err

@@ -373,6 +373,31 @@ def build_corpus(
     tok_info, tok_dir = _tokenizer_info(tokenizer)
     embed = save_tokenizer if save_tokenizer is not None else tok_dir is not None
 
+    subtitles = dict(subtitles) if subtitles is not None else None
+
+    def make_record(vid: str, n: int, where: str) -> dict[str, Any]:
+        subs = None if subtitles is None else subtitles.pop(vid, [])
+        return _subtitle_record(vid, subs, n, frame_interval, tokenizer, problems, where)
+
+    def leftovers() -> None:
+        for vid in sorted(subtitles or {}):
+            problems.skip("subtitles of unknown video", f"subtitles of {vid!r}",
+                          "no (usable) features for this video; its subtitles are dropped")
+
+    return _write_corpus(out_dir, name=name, frame_interval=frame_interval, videos=videos, make_record=make_record,
+                         leftovers=leftovers, annotations=annotations, tok_info=tok_info,
+                         tokenizer_to_save=tokenizer if embed else None, feature_names=feature_names, limit=limit,
+                         problems=problems, source=source, overwrite=overwrite, dtype=dtype, log=log)
+
+
+def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: Iterable[tuple[str, Any]],
+                  make_record: Any, leftovers: Any, annotations: Mapping[str, Mapping[str, Sequence[dict]]] | None,
+                  tok_info: dict[str, Any], tokenizer_to_save: Any, feature_names: Any, limit: int,
+                  problems: Problems, source: dict[str, Any], overwrite: bool, dtype: str, log: Any) -> Path:
+    """Stream the videos into the stores (checking each), write annotations and metadata, rename into place."""
+    if out_dir.exists() and not overwrite:
+        raise HeroError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(out_dir)
     if tmp.exists():
@@ -380,7 +405,6 @@ def build_corpus(
     tmp.mkdir()
     try:
         kept: set[str] = set()
-        subtitles = dict(subtitles) if subtitles is not None else None
         video_writer: VideoStoreWriter | None = None
         dim: int | None = None
         with SubtitleStoreWriter(tmp / "subtitles", frame_interval=frame_interval, tokenizer=tok_info,
@@ -428,15 +452,9 @@ def build_corpus(
                     if n > limit:
                         problems.note("video longer than frame limit", where,
                                       f"{n} frames; clips keep the first {limit} at read time (reference loader)")
-                    if subtitles is None:
-                        subs = None
-                    else:
-                        subs = subtitles.pop(vid, None)
-                        if subs is None:
-                            subs = []
                     assert video_writer is not None
                     video_writer.add(vid, arr)
-                    sub_writer.add(vid, _subtitle_record(vid, subs, n, frame_interval, tokenizer, problems, where))
+                    sub_writer.add(vid, make_record(vid, n, where))
                     kept.add(vid)
                 if video_writer is None:
                     raise HeroError("no usable video: every video was skipped (see the problems above)"
@@ -446,9 +464,7 @@ def build_corpus(
                     video_writer.__exit__(HeroError, None, None)
                 raise
             video_writer.__exit__(None, None, None)
-        for vid in sorted(subtitles or {}):
-            problems.skip("subtitles of unknown video", f"subtitles of {vid!r}",
-                          "no (usable) features for this video; its subtitles are dropped")
+        leftovers()
 
         counts: dict[str, dict[str, int]] = {}
         for dataset, splits in (annotations or {}).items():
@@ -460,8 +476,8 @@ def build_corpus(
                 path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good))
                 counts.setdefault(dataset, {})[split] = len(good)
 
-        if embed:
-            tokenizer.save(tmp / "tokenizer")
+        if tokenizer_to_save is not None:
+            tokenizer_to_save.save(tmp / "tokenizer")
             tok_info["local_dir"] = "tokenizer"
         write_json(tmp / "corpus.json", {
             "format": CORPUS_FORMAT, "format_version": FORMAT_VERSION, "name": name,
@@ -480,11 +496,115 @@ def build_corpus(
     return out_dir
 
 
+def convert_reference(
+    out_dir: str | Path,
+    *,
+    video_db: str | Path,
+    sub_db: str | Path | None,
+    txt_dbs: Mapping[tuple[str, str], str | Path] | None = None,
+    tokenizer: Any = "roberta-base",
+    name: str | None = None,
+    frame_interval: float | None = None,
+    max_frames: int | None = None,
+    problems: Problems,
+    overwrite: bool = False,
+    dtype: str = "float16",
+    log: Any = None,
+) -> Path:
+    """Convert the reference stores (video_db, subtitle db, txt_dbs) into our corpus directory.
+
+    The subtitle tokens and the subtitle-frame alignment are taken from the subtitle db as they
+    are (no re-tokenization), so clips equal what the reference loader builds. Videos without a
+    subtitle record get pseudo subtitles (the reference's video-only treatment).
+
+    Args:
+        txt_dbs: ``{(dataset, split): txt_db directory}`` (e.g. ``("tvr", "train")``; for TVC the
+            ``clip.db``), converted with `hero.data.reference_db.reference_annotation`.
+        tokenizer: the tokenizer the ids come from (the reference uses ``roberta-base``): a name,
+            a directory (embedded into the corpus) or a `Tokenizer`. When it cannot be loaded
+            (offline), only its name is recorded.
+    """
+    from hero.data.alignment import align_subtitles
+    from hero.data.reference_db import (
+        ReferenceSubtitleDb,
+        ReferenceTxtDb,
+        ReferenceVideoDb,
+        read_reference_annotations,
+        reference_to_hero_subtitles,
+    )
+
+    log = log or (lambda *_: None)
+    video = ReferenceVideoDb(video_db, frame_interval=frame_interval)
+    interval = video.frame_interval
+    subs = ReferenceSubtitleDb(sub_db) if sub_db is not None else None
+    if isinstance(tokenizer, (str, Path)):
+        from hero.data.tokenizer import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.load(str(tokenizer))
+        except HeroError as err:
+            log(f"warning: {err}; recording the tokenizer name only")
+            tokenizer = str(tokenizer)
+    if isinstance(tokenizer, str):
+        tok_info, tok_obj = {"name_or_path": tokenizer, "local_dir": None}, None
+    else:
+        tok_info, tok_dir = _tokenizer_info(tokenizer)
+        tok_obj = tokenizer if tok_dir is not None else None
+    kept: set[str] = set()
+
+    def videos() -> Iterator[tuple[str, Any]]:
+        for vid in video.keys():
+            try:
+                yield vid, video.get(vid)
+            except HeroError as err:
+                problems.skip("unreadable features", f"{video.path}:{vid}", str(err))
+
+    def make_record(vid: str, n: int, where: str) -> dict[str, Any]:
+        kept.add(vid)
+        if subs is None or vid not in subs:
+            if subs is not None:
+                problems.note("no subtitles", where, "no subtitle record: pseudo subtitles")
+            a = align_subtitles([], n, interval)
+            groups = [[k, fr] for k, fr in a.unique_sub2frames]
+            return {"vid": vid, "nframes": n, "subs": [{"start": min(fr) * interval, "end": (max(fr) + 1) * interval,
+                                                        "text": "", "speaker": None} for _, fr in groups],
+                    "input_ids": [[] for _ in groups], "unique_sub2frames": groups, "sub2frames": groups,
+                    "unmatched_frames": [], "pseudo": True}
+        rec = reference_to_hero_subtitles(subs.get(vid), vid, n, interval, f"{subs.path}:{vid}")
+        beyond = sum(f >= n for _, fr in rec["unique_sub2frames"] for f in fr)
+        if beyond:
+            # aligned with another frame count than id2nframe gives: keep the frames that exist
+            problems.note("alignment beyond the video", where,
+                          f"{beyond} aligned frame(s) at or after frame {n} dropped")
+            rec["unique_sub2frames"] = [[k, [f for f in fr if f < n]] for k, fr in rec["unique_sub2frames"]]
+            rec["unmatched_frames"] = [f for f in rec["unmatched_frames"] if f < n]
+        return rec
+
+    def leftovers() -> None:
+        if subs is not None:
+            for vid in subs.keys():
+                if vid not in kept:
+                    problems.skip("subtitles of unknown video", f"{subs.path}:{vid}",
+                                  "no (usable) features for this video; its subtitles are dropped")
+
+    annotations: dict[str, dict[str, list[dict]]] = {}
+    for (dataset, split), path in (txt_dbs or {}).items():
+        annotations.setdefault(dataset, {})[split] = read_reference_annotations(ReferenceTxtDb(path), dataset, problems)
+    source = {"reference_video_db": str(video.path), "reference_sub_db": None if subs is None else str(subs.path),
+              "reference_txt_dbs": {f"{d}/{s}": str(p) for (d, s), p in (txt_dbs or {}).items()}}
+    return _write_corpus(Path(out_dir), name=name or video.path.parent.name, frame_interval=interval,
+                         videos=videos(), make_record=make_record, leftovers=leftovers, annotations=annotations,
+                         tok_info=tok_info, tokenizer_to_save=tok_obj, feature_names=video.meta.features,
+                         limit=DEFAULT_MAX_FRAMES if max_frames is None else int(max_frames), problems=problems,
+                         source=source, overwrite=overwrite, dtype=dtype, log=log)
+
+
 __all__ = [
     "CORPUS_FORMAT",
     "DEFAULT_MAX_FRAMES",
     "FeatureDir",
     "build_corpus",
+    "convert_reference",
     "load_feature_file",
     "read_feature_dir",
 ]
