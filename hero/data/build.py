@@ -443,8 +443,7 @@ def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: It
                                       "(set by the first video)")
                         continue
                     with np.errstate(over="ignore", invalid="ignore"):
-                        finite = bool(np.isfinite(arr).all()) and (
-                            dtype != "float16" or bool(np.isfinite(arr.astype(np.float16)).all()))
+                        finite = bool(np.isfinite(arr).all()) and bool(np.isfinite(arr.astype(dtype)).all())
                     if not finite:
                         problems.skip("non-finite features", where,
                                       f"NaN/inf features (or values beyond the {dtype} range)")
