@@ -25,9 +25,13 @@ def corpus_sizes(corpus: Any) -> dict[str, int]:
     store = getattr(corpus, "video_store", None)
     if store is not None:
         sizes["vfeat_dim"] = int(store.meta.dim)
-    tokenizer = getattr(corpus, "tokenizer", None)
-    if tokenizer is not None:
-        vocab = int(tokenizer.vocab_size)
+    # corpus.vocab_size comes from corpus.json without loading the tokenizer (which may need a
+    # download for a roberta-base corpus); the tokenizer is the fallback for corpus-like objects.
+    vocab = getattr(corpus, "vocab_size", None)
+    if vocab is None and getattr(corpus, "tokenizer", None) is not None:
+        vocab = corpus.tokenizer.vocab_size
+    if vocab is not None:
+        vocab = int(vocab)
         sizes["vocab_size"] = vocab
         sizes["vocab_size_padded"] = pad_to_multiple(vocab, 8)
     return sizes
