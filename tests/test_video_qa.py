@@ -324,10 +324,14 @@ def test_how2qa_with_four_answers(tiny_config, corpus):
     assert get_task("how2qa") is TASK
 
 
-def test_predict_names_a_missing_video(tiny_config, corpus):
+def test_predict_names_a_missing_video_and_a_repeated_qid(tiny_config, corpus):
     corpus._annotations[("tvqa", "lost")] = [question(0, "gone", [1], [[2]] * 5, None)]
     with pytest.raises(HeroError, match=r"lost\.jsonl:1: video 'gone' is not in the corpus"):
         predict(tiny_model(tiny_config), corpus, "tvqa", "lost", QaConfig())
+    records = corpus.annotations("tvqa", "val")
+    corpus._annotations[("tvqa", "twice")] = [*records, {**records[1], "qid": "0"}]
+    with pytest.raises(HeroError, match=r"twice\.jsonl:5: qid '0' already appears at line 1"):
+        predict(tiny_model(tiny_config), corpus, "tvqa", "twice", QaConfig())
 
 
 # -- checkpoints and optimisation ------------------------------------------------------------------

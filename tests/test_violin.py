@@ -166,6 +166,10 @@ def test_predict_is_batch_size_invariant_and_handles_unlabelled_splits(tiny_conf
         TASK.evaluate(preds, corpus, "violin", "test", cfg)
     with pytest.raises(HeroError, match=r"test\.jsonl:1: 'label' is null"):
         train_items(corpus, "violin", "test", cfg)
+    records = corpus.annotations("violin", "test")
+    corpus._annotations[("violin", "twice")] = [*records[:3], records[0]]
+    with pytest.raises(HeroError, match=r"twice\.jsonl:4: qid '.*-s0-1' already appears at line 1"):
+        predict(model, corpus, "violin", "twice", cfg)
 
 
 def test_long_statements_and_missing_videos_are_counted_skips(corpus):

@@ -338,10 +338,11 @@ def _qa_batch(corpus: Any, items: Sequence[dict], cfg: QaConfig, with_targets: b
     clips = [corpus.clip(it["vid"]) for it in items]
     feats, groups, texts = [], [], []
     for item, clip in zip(items, clips):
+        base = context_groups(clip, sep, cfg.sub_ctx_len)
         for j in range(a):
             qa = qa_tokens(item, j, sep)
             feats.append(clip.features)
-            groups.append(fused_groups(clip, sep, cfg.sub_ctx_len, qa))
+            groups.append([(frames, [*text, *qa]) for frames, text in base])
             texts.append(qa)
     video = collate_video(feats, groups)
     txt_ids, txt_mask = pad_token_rows(texts, pad)
@@ -431,13 +432,19 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: QaConfig, problems: 
 
 
 def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
-    """All records of a split, checked (answers may be null); every video must be in the corpus."""
+    """All records of a split, checked (answers may be null): every video in the corpus, qids unique."""
     records = corpus.annotations(dataset, split)
     videos = set(corpus.video_ids())
+    seen: dict[str, int] = {}
     for i, record in enumerate(records):
-        check_record(record, _where(dataset, split, i), need_answer=False)
+        where = _where(dataset, split, i)
+        check_record(record, where, need_answer=False)
         if record["vid"] not in videos:
-            raise HeroError(f"{_where(dataset, split, i)}: video {record['vid']!r} is not in the corpus")
+            raise HeroError(f"{where}: video {record['vid']!r} is not in the corpus")
+        qid = str(record["qid"])
+        if qid in seen:
+            raise HeroError(f"{where}: qid {qid!r} already appears at line {seen[qid] + 1}")
+        seen[qid] = i
     return records
 
 

@@ -247,13 +247,19 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: ViolinConfig,
 
 
 def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
-    """All records of a split, checked (labels may be null); every video must be in the corpus."""
+    """All records of a split, checked (labels may be null): every video in the corpus, qids unique."""
     records = corpus.annotations(dataset, split)
     videos = set(corpus.video_ids())
+    seen: dict[str, int] = {}
     for i, record in enumerate(records):
-        check_record(record, _where(dataset, split, i), need_label=False)
+        where = _where(dataset, split, i)
+        check_record(record, where, need_label=False)
         if record["vid"] not in videos:
-            raise HeroError(f"{_where(dataset, split, i)}: video {record['vid']!r} is not in the corpus")
+            raise HeroError(f"{where}: video {record['vid']!r} is not in the corpus")
+        qid = str(record["qid"])
+        if qid in seen:
+            raise HeroError(f"{where}: qid {qid!r} already appears at line {seen[qid] + 1}")
+        seen[qid] = i
     return records
 
 
