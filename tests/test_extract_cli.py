@@ -59,7 +59,7 @@ def test_extract_outputs_failures_resume_and_store(video_dir, tmp_path, capsys):
         r, s = load(out, "resnet_features", vid), load(out, "slowfast_features", vid)
         assert r.dtype == np.float16 and r.shape == (n, 256) and s.shape == (n, 288)
         assert np.allclose(np.linalg.norm(r.astype(np.float32), axis=1), 1.0, atol=2e-3)
-    vfr = load(out, "resnet_features", "show/vfr")
+    vfr = load(out, "resnet_features", "vfr")
     assert len(vfr) == 2  # last frame at 2.9 s: 2.9 < duration <= 3.2, so round(duration / 1.5) = 2
     assert not (out / "resnet_features" / "broken.npz").exists()
     assert not list(out.rglob(".*tmp"))
@@ -67,7 +67,7 @@ def test_extract_outputs_failures_resume_and_store(video_dir, tmp_path, capsys):
     from hero.data.stores import VideoFeatureStore
 
     vs = VideoFeatureStore(store)
-    assert sorted(vs.keys()) == ["carphone", "cfr", "show/vfr"] and vs.meta.dim == 544
+    assert sorted(vs.keys()) == ["carphone", "cfr", "vfr"] and vs.meta.dim == 544
     assert [f["name"] for f in vs.meta.features] == ["resnet152", "slowfast_r50"]
     both = np.concatenate([load(out, "resnet_features", "cfr"), load(out, "slowfast_features", "cfr")], 1)
     assert np.array_equal(vs.get("cfr"), both.astype(np.float32))
@@ -103,6 +103,14 @@ def test_settings_guard_weights_and_strict(video_dir, tmp_path, capsys):
     # a strict run stops at the corrupt file and names it
     assert main(["extract", str(video_dir), "--out", str(tmp_path / "strict"), "--strict", *TINY]) == 2
     assert "broken.mp4" in capsys.readouterr().err
+    # two videos with the same id (file name) in different folders
+    dup = tmp_path / "dup"
+    (dup / "a").mkdir(parents=True)
+    (dup / "b").mkdir()
+    for sub in ("a", "b"):
+        (dup / sub / "clip.mp4").write_bytes((FIXTURES / "carphone_distorted.mp4").read_bytes())
+    assert main(["extract", str(dup), "--out", str(tmp_path / "d"), *TINY]) == 2
+    assert "'clip' is used twice" in capsys.readouterr().err
     # a list naming a missing file
     listing.write_text("missing.mp4\n")
     assert main(["extract", str(listing), "--out", str(out), *TINY]) == 2
@@ -135,9 +143,8 @@ def test_torchrun_shards_the_videos(video_dir, tmp_path):
            "-m", "hero", "extract", str(video_dir), "--out", str(out), *TINY]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    done = sorted(p.relative_to(out / "resnet_features").with_suffix("").as_posix()
-                  for p in (out / "resnet_features").rglob("*.npz"))
-    assert done == ["carphone", "cfr", "show/vfr"]
+    done = sorted(p.stem for p in (out / "resnet_features").glob("*.npz"))
+    assert done == ["carphone", "cfr", "vfr"]
     problems = json.loads((out / "problems.json").read_text())
     assert problems["skipped"] == {"unreadable video": 1}  # gathered from the rank that had it
     # each rank printed its own share: 4 videos sorted by id, every 2nd one each

@@ -351,10 +351,10 @@ def list_videos(source: str | Path) -> list[tuple[str, Path]]:
     """The videos to extract, as ``(video id, path)`` sorted by id.
 
     Args:
-        source: a directory (searched recursively for `VIDEO_EXTENSIONS`; the id is the path
-            relative to it without the extension, ``/``-separated) or a text file with one video
-            path per line (relative paths are relative to the file; blank lines and ``#``
-            comments are skipped; the id is the file name without extension).
+        source: a directory (searched recursively for `VIDEO_EXTENSIONS`) or a text file with
+            one video path per line (relative paths are relative to the file; blank lines and
+            ``#`` comments are skipped). The id is the file name without its extension, as
+            ``hero data build`` names features and ``<vid>.srt`` subtitles, so ids must be unique.
     Raises:
         HeroError: a missing source or listed file, or two videos with the same id.
     """
@@ -365,8 +365,7 @@ def list_videos(source: str | Path) -> list[tuple[str, Path]]:
     if source.is_dir():
         for path in sorted(source.rglob("*")):
             if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-                vid = path.relative_to(source).with_suffix("").as_posix()
-                found.append((vid, path, str(path)))
+                found.append((path.stem, path, str(path)))
     elif source.is_file():
         for lineno, line in enumerate(source.read_text().splitlines(), 1):
             line = line.strip()
