@@ -51,6 +51,7 @@ def check_record(dataset: str, r: dict, nframes: int, interval: float, tokenizer
         assert 0 <= st < ed <= duration + 1e-6, f"moment {r['ts']} outside the video (0, {duration})"
     if dataset == "tvr":
         assert r["type"] in ("v", "t", "vt")
+        assert round((ed - st) / interval) >= synth.MIN_MOMENT_FRAMES, f"moment {r['ts']} too short"
         assert math.isclose(r["duration"], duration)
         assert r["input_ids"] == tokenizer.encode(r["desc"], unescape=False)
     elif dataset == "tvqa":
@@ -91,6 +92,7 @@ def test_every_dataset_and_split_has_valid_records(corpus):
 @pytest.mark.parametrize("dataset, field, value", [
     ("tvr", "ts", [3.0, 1000.0]),
     ("tvr", "type", "x"),
+    ("tvr", "ts", [3.0, 4.5]),
     ("tvqa", "answer_idx", 5),
     ("tvqa", "answers", ["a", "a", "b", "c", "d"]),
     ("violin", "label", 2),

@@ -45,6 +45,9 @@ from hero.errors import HeroError
 FRAME_INTERVAL = 1.5
 """Seconds per frame, as in the TV datasets."""
 
+MIN_MOMENT_FRAMES = 3
+"""Shortest tvr moment: the reference VCMR settings (``min_pred_l`` 2) predict spans of 3+ frames."""
+
 CHARACTERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "henry", "iris", "jack",
               "kate", "leo", "mia", "noah")
 LOCATIONS = ("kitchen", "office", "park", "cafe", "hospital", "library", "garden", "station")
@@ -319,7 +322,7 @@ def make_episode(world: World, cfg: SynthConfig, index: int, vid: str, split: st
     free_objects = [str(o) for o in rng.permutation(np.array(list(OBJECTS)))]
     cursor, instance = 0, 0
     while free_objects:
-        gap = int(rng.integers(1, 3))
+        gap = int(rng.integers(2, 4))
         script = _choice(rng, list(SCRIPTS))
         steps = SCRIPTS[script]
         lengths = rng.integers(2, 5, size=len(steps))
@@ -564,7 +567,7 @@ def _tvr(cfg: SynthConfig, eps: list[Episode], counters: Counter) -> list[dict]:
     records = []
     for ep in eps:
         rng = _rng(cfg, _TVR, int(ep.vid.split("_")[-1]))
-        unique = [c for c in cands[ep.vid] if keys[c[0]] == 1]
+        unique = [c for c in cands[ep.vid] if keys[c[0]] == 1 and c[4] - c[3] >= MIN_MOMENT_FRAMES]
         by_type: dict[str, list] = {t: [] for t in ("v", "t", "vt")}
         for j in rng.permutation(len(unique)):
             by_type[unique[j][1]].append(unique[j])
@@ -893,7 +896,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "ACTIONS", "COLORS", "CHARACTERS", "LOCATIONS", "OBJECTS", "QA_MODALITY", "SCRIPTS", "SPLITS",
+    "ACTIONS", "COLORS", "CHARACTERS", "LOCATIONS", "MIN_MOMENT_FRAMES", "OBJECTS", "QA_MODALITY", "SCRIPTS", "SPLITS",
     "Episode", "Event", "Line", "SynthConfig", "SynthCorpus", "World",
     "add_arguments", "build", "describe", "generate", "make_episode", "run", "summary", "tokenize_annotations",
 ]
