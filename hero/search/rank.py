@@ -48,7 +48,7 @@ def _video_chunks(offsets: np.ndarray, max_frames: int) -> list[tuple[int, int]]
 
 
 def exact_video_scores(qn: np.ndarray, frames: np.ndarray, offsets: np.ndarray,
-                       chunk_frames: int = 1 << 18) -> np.ndarray:
+                       chunk_frames: int = 1 << 18, normalized: bool = False) -> np.ndarray:
     """``S`` of every query against every video, from all frames.
 
     Args:
@@ -56,6 +56,7 @@ def exact_video_scores(qn: np.ndarray, frames: np.ndarray, offsets: np.ndarray,
         frames: ``(N, D)`` frame embeddings (any float dtype, e.g. a float16 memory map), raw.
         offsets: ``(V + 1,)``; every video needs at least one frame.
         chunk_frames: frames normalised and scored at once.
+        normalized: the stored frames are already unit vectors (skips the per-chunk normalisation).
     Returns:
         ``(Q, V)`` float32.
     """
@@ -63,9 +64,33 @@ def exact_video_scores(qn: np.ndarray, frames: np.ndarray, offsets: np.ndarray,
     out = np.empty((qn.shape[0], len(offsets) - 1), dtype=np.float32)
     for a, b in _video_chunks(offsets, chunk_frames):
         lo, hi = int(offsets[a]), int(offsets[b])
-        fn = torch.from_numpy(normalize_rows(frames[lo:hi]))
+        block = np.asarray(frames[lo:hi], dtype=np.float32)
+        fn = torch.from_numpy(block if normalized else normalize_rows(block))
         cos = (qt @ fn.T).numpy()  # (Q, n)
         out[:, a:b] = np.maximum.reduceat(cos, (offsets[a:b] - lo).astype(np.int64), axis=1)
+    return out
+
+
+def video_scores_for(qn: np.ndarray, frames: np.ndarray, offsets: np.ndarray, rows: np.ndarray,
+                     normalized: bool = False, chunk_frames: int = 1 << 18) -> np.ndarray:
+    """Exact ``S`` of queries ``qn (Q, D)`` for the videos ``rows (C,)`` only: ``(Q, C)`` float32.
+
+    The frames of those videos are gathered in chunks (ascending rows read memory maps fastest).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    qt = torch.from_numpy(np.ascontiguousarray(qn, dtype=np.float32))
+    out = np.empty((qt.shape[0], len(rows)), dtype=np.float32)
+    lengths = (offsets[rows + 1] - offsets[rows]).astype(np.int64)
+    local = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # offsets inside the gathered set
+    for a, b in _video_chunks(local, chunk_frames):
+        starts, lens = offsets[rows[a:b]], lengths[a:b]
+        base = local[a:b] - local[a]
+        idx = np.repeat(starts - base, lens) + np.arange(int(lens.sum()))
+        order = np.argsort(idx, kind="stable")
+        block = np.empty((len(idx), frames.shape[1]), dtype=np.float32)
+        block[order] = frames[idx[order]]
+        fn = torch.from_numpy(block if normalized else normalize_rows(block))
+        out[:, a:b] = np.maximum.reduceat((qt @ fn.T).numpy(), base, axis=1)
     return out
 
 
@@ -73,14 +98,7 @@ def rescore(qn: np.ndarray, frames: np.ndarray, offsets: np.ndarray, rows: np.nd
     """Exact ``S`` of one query ``qn (D,)`` for the videos ``rows (C,)``: ``(C,)`` float32."""
     if len(rows) == 0:
         return np.zeros(0, dtype=np.float32)
-    starts, ends = offsets[rows], offsets[rows + 1]
-    lengths = ends - starts
-    idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-    order = np.argsort(idx, kind="stable")  # memory maps read faster in ascending order
-    gathered = np.empty((len(idx), frames.shape[1]), dtype=np.float32)
-    gathered[order] = frames[idx[order]]
-    cos = normalize_rows(gathered) @ np.asarray(qn, dtype=np.float32)
-    return np.maximum.reduceat(cos, np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64))
+    return video_scores_for(np.asarray(qn)[None], frames, offsets, rows)[0]
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,27 +109,39 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def faiss_top_videos(index, qn: np.ndarray, frames: np.ndarray, offsets: np.ndarray, k: int,
-                     n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+                     n_frames: int, normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best videos of each query through FAISS, re-scored exactly.
 
     Args:
         index: a FAISS inner-product index over the normalised frames (row ``i`` = frame ``i``).
         qn: ``(Q, D)`` unit query vectors.
         k: videos to return; n_frames: frames asked from FAISS (candidates = their videos).
+        normalized: the stored frames are unit vectors already.
     Returns:
         ``scores (Q, k)`` exact ``S`` descending and ``rows (Q, k)`` video rows; a query with fewer
         than ``k`` candidate videos is padded with row −1 and score −inf.
+
+    The candidates of all queries are re-scored together: their frames are gathered once and
+    scored with one matmul per chunk, then each query keeps its own candidates.
     """
     qn = np.ascontiguousarray(qn, dtype=np.float32)
     _, ids = index.search(qn, int(min(n_frames, index.ntotal)))
+    owners = np.where(ids >= 0, np.searchsorted(offsets, np.maximum(ids, 0), side="right") - 1, -1)
+    union = np.unique(owners[owners >= 0])
     scores = np.full((len(qn), k), -np.inf, dtype=np.float32)
     rows = np.full((len(qn), k), -1, dtype=np.int64)
-    for i, frame_ids in enumerate(ids):
-        frame_ids = frame_ids[frame_ids >= 0]
-        cand = np.unique(np.searchsorted(offsets, frame_ids, side="right") - 1)
-        s = rescore(qn[i], frames, offsets, cand)
-        best = np.argsort(-s, kind="stable")[:k]
-        scores[i, :len(best)], rows[i, :len(best)] = s[best], cand[best]
+    if len(union) == 0:
+        return scores, rows
+    exact = video_scores_for(qn, frames, offsets, union, normalized)  # (Q, U)
+    mine = np.zeros(exact.shape, dtype=bool)
+    q_idx = np.repeat(np.arange(len(qn)), owners.shape[1]).reshape(owners.shape)
+    hit = owners >= 0
+    mine[q_idx[hit], np.searchsorted(union, owners[hit])] = True
+    exact[~mine] = -np.inf
+    v, i = top_k(exact, k)
+    found = np.isfinite(v)
+    scores[:, :v.shape[1]] = np.where(found, v, -np.inf)
+    rows[:, :v.shape[1]] = np.where(found, union[i], -1)
     return scores, rows
 
 
