@@ -435,3 +435,47 @@ def test_shipped_configs_load(name):
     assert config.dataset in task.datasets and task is get_task(config.dataset)
     cfg = task_settings(task, config.task_config)
     assert cfg.min_pred_l < cfg.max_pred_l and cfg.max_after_nms <= cfg.max_before_nms
+
+
+# -- end to end on the synthetic corpus ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_finetune_predict_index_search_end_to_end(tmp_path, capsys):
+    """`hero finetune` (tiny VCMR on the synthetic corpus) → `hero predict` → `hero index` → `hero search`."""
+    pytest.importorskip("hero.data.synth")
+    from hero.cli import main
+    from hero.data.synth import SynthConfig, build
+
+    corpus = build(SynthConfig(videos=24, val_videos=6, test_videos=3, queries_per_video=2, min_frames=10,
+                               max_frames=14, vocab_size=400), tmp_path / "corpus", log=lambda *_: None)
+    run = tmp_path / "run"
+    config = tmp_path / "tvr_tiny.yaml"
+    config.write_text(f"""
+output_dir: {run}
+task: vcmr
+dataset: tvr
+corpus: {corpus}
+model: {{preset: hero-tiny}}
+task_config: {{hard_negative_start_step: 5, max_vcmr_video: 5, max_after_nms: 20}}
+eval_batch_size: 4
+optim: {{lr: 1.0e-3, warmup_steps: 2}}
+train: {{num_train_steps: 6, batch_size: 4, num_workers: 0, save_every: 6, progress: false, device: cpu}}
+""")
+    assert main(["finetune", "--config", str(config)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"VCMR/0.7-r1", "VR/r1", "SVMR/0.5-r5", "VCMR_nms_0.5/0.7-r1"} <= set(metrics)
+    assert (run / "predictions").is_dir()
+    out = tmp_path / "pred" / "tvr_val.json"
+    assert main(["predict", "--model", str(run), "--corpus", str(corpus), "--dataset", "tvr", "--split", "val",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    sub = json.loads(out.read_text())
+    assert set(sub) == {"video2idx", "VCMR", "SVMR", "VR"} and nms_path(out).is_file()
+    assert main(["index", "--model", str(run), "--corpus", str(corpus), "--out", str(tmp_path / "idx"),
+                 "--dataset", "tvr", "--split", "val", "--device", "cpu"]) == 0
+    assert sorted(json.loads((tmp_path / "idx" / "vids.json").read_text())) == sorted(sub["video2idx"])
+    capsys.readouterr()
+    desc = json.loads(open(corpus / "annotations" / "tvr" / "val.jsonl").readline())["desc"]
+    assert main(["search", "--index", str(tmp_path / "idx"), desc, "--top", "3", "--device", "cpu"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()[:1].isdigit()]
+    assert len(lines) == 3 and all(ln.split()[1] in sub["video2idx"] for ln in lines)
