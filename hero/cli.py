@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("write predictions of a fine-tuned model in the official formats", "hero.commands.predict"),
     "eval": ("score predictions with the official metrics", "hero.commands.eval"),
     "plot": ("draw the loss curves of a run to PNG", "hero.commands.plot"),
+    "ablate": ("the paper's Tables 1 and 2 in miniature, over seeds", "hero.commands.ablate"),
     "figure": ("draw attention maps, moment predictions or loss curves to PNG", "hero.commands.figure"),
     "convert": ("convert a reference HERO checkpoint to our format", "hero.commands.checkpoint"),
     "init-roberta": ("initialise HERO from a RoBERTa checkpoint", "hero.commands.checkpoint"),

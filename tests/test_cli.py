@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from hero.cli import COMMANDS, build_parser, main
 
 
@@ -15,13 +17,31 @@ def test_parser_lists_every_command(capsys):
         assert name in help_text
 
 
-def test_quickstart_runs_and_reloads(tmp_path, capsys):
-    assert main(["quickstart", "--out", str(tmp_path / "run"), "--steps", "14"]) == 0
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["reload_identical"] is True
-    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
-    assert set(summary["loss_first_last"]) <= {"mlm", "mfm-nce", "fom", "vsm"}
-    assert "reloaded outputs identical: True" in capsys.readouterr().out
+@pytest.mark.slow
+def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--pretrain-steps", "4", "--finetune-steps", "3",
+                 "--tasks", "vcmr,violin"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["results"]) == {"vcmr", "violin"}
+    for metrics in results["results"].values():
+        for values in metrics.values():
+            assert set(values) == {"pretrained", "scratch"}
+            assert all(0.0 <= v <= 100.0 for v in values.values())
+    assert "VCMR R@10 (IoU 0.7)" in results["results"]["vcmr"]
+    assert (out / "pretrain" / "model" / "model.safetensors").is_file()
+    assert (out / "finetune" / "vcmr-scratch" / "metrics.json").is_file()
+    report = (out / "report.md").read_text()
+    for name in ("loss_curves", "moments", "attention"):
+        assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"figures/{name}.png" in report
+    printed = capsys.readouterr().out
+    assert "| moment retrieval (tvr) | VCMR R@10 (IoU 0.7) |" in printed and str(out) in printed
+
+
+def test_quickstart_rejects_an_unknown_task(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "q"), "--tasks", "vcmr,nope"]) == 2
+    assert "unknown task(s) ['nope']" in capsys.readouterr().err
 
 
 def test_module_entry_point():

@@ -7,14 +7,27 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run folder")
-    p.add_argument("--steps", type=int, default=70)
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run folder (replaced)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="hero-tiny")
+    p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps (default: the quickstart's)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of every task")
+    p.add_argument("--tasks", default="vcmr,video_qa,violin",
+                   help="comma-separated tasks to fine-tune (vcmr, video_qa, violin, tvc)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from hero.errors import HeroError
+    from hero.experiments import TASK_DATASETS, Budget
     from hero.quickstart import run as run_quickstart
 
-    run_quickstart(args.out, steps=args.steps, seed=args.seed, preset=args.preset)
+    budget = Budget()
+    if args.pretrain_steps is not None:
+        budget.pretrain_steps = args.pretrain_steps
+    if args.finetune_steps is not None:
+        budget.finetune_steps = {t: args.finetune_steps for t in budget.finetune_steps}
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASK_DATASETS]
+    if unknown:
+        raise HeroError(f"--tasks: unknown task(s) {unknown}; choose from {sorted(TASK_DATASETS)}")
+    run_quickstart(args.out, budget=budget, seed=args.seed, tasks=tasks)
     return 0

@@ -72,7 +72,7 @@ def plot_attention(maps: Sequence[Tensor], labels: Sequence[str], num_frames: in
     n = len(maps)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 1, 4.2), squeeze=False)
     for i, (ax, m) in enumerate(zip(axes[0], maps)):
-        im = ax.imshow(m.mean(0).numpy(), cmap="viridis", vmin=0.0)
+        im = ax.imshow(m.mean(0).numpy(), cmap="viridis")
         ax.set_title(f"layer {i + 1} (mean of {m.shape[0]} heads)", fontsize=9)
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
         ax.set_yticks(range(len(labels)), labels, fontsize=6)
@@ -116,6 +116,7 @@ def attention_figure(model, corpus, out: str | Path, vid: str | None = None, gro
     frame_ids = video.cross.frm_index[video.cross.frm_group == group].tolist()
     text_ids = video.cross.txt_ids[video.cross.txt_group == group].tolist()
     decode = getattr(corpus.tokenizer, "decode", None)
-    words = [decode([t]).strip() if decode else str(t) for t in text_ids]
+    sep = corpus.tokens.sep_id
+    words = ["[SEP]" if t == sep else (decode([t]).strip() if decode else str(t)) for t in text_ids]
     labels = [f"frame {f}" for f in frame_ids] + [w or "·" for w in words]
     return plot_attention(maps, labels, nf, out, title=f"{vid}, subtitle group {group}: Cross-modal attention")
