@@ -479,3 +479,40 @@ train: {{num_train_steps: 6, batch_size: 4, num_workers: 0, save_every: 6, progr
     assert main(["search", "--index", str(tmp_path / "idx"), desc, "--top", "3", "--device", "cpu"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()[:1].isdigit()]
     assert len(lines) == 3 and all(ln.split()[1] in sub["video2idx"] for ln in lines)
+
+
+def _distributed_predict(rank, world, init_file, out_file):
+    import torch.distributed as dist
+
+    from hero.config import hero_tiny
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        config = hero_tiny()
+        corpus = make_corpus(config, n_videos=7, queries_per_video=2)  # 7 videos, 14 queries: uneven shares
+        model = tiny_model(config, seed=4).eval()
+        cfg = RetrievalConfig(max_vcmr_video=3, min_pred_l=1, max_pred_l=5, max_after_nms=10)
+        enc = encode_corpus(model, corpus, sorted(corpus.video_ids()), 2, "cpu", cfg)
+        sub = predict(model, corpus, "tvr", "val", cfg, batch_size=2)
+        torch.save({"frames": enc.frames, "mask": enc.mask, "sub": sub}, f"{out_file}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_sharded_inference_equals_one_process(tmp_path, tiny_config):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_distributed_predict, args=(2, str(tmp_path / "pg"), str(tmp_path / "out")), nprocs=2)
+    corpus = make_corpus(tiny_config, n_videos=7, queries_per_video=2)
+    model = tiny_model(tiny_config, seed=4).eval()
+    cfg = RetrievalConfig(max_vcmr_video=3, min_pred_l=1, max_pred_l=5, max_after_nms=10)
+    enc = encode_corpus(model, corpus, sorted(corpus.video_ids()), 2, "cpu", cfg)
+    sub = predict(model, corpus, "tvr", "val", cfg, batch_size=2)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"out.{rank}")
+        assert torch.allclose(got["frames"], enc.frames, atol=1e-5) and torch.equal(got["mask"], enc.mask)
+        assert got["sub"]["video2idx"] == sub["video2idx"]
+        for task in ("VCMR", "SVMR", "VR"):
+            assert_same_lists(got["sub"][task], sub[task])
