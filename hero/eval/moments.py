@@ -22,10 +22,10 @@ Frame indices ``m`` (start) and ``n`` (end) are inclusive everywhere; times are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -194,9 +194,39 @@ def frames_to_seconds(st: Tensor, ed: Tensor, interval: float, float64: bool = F
 # ---------------------------------------------------------------------------------------------
 
 
+def _greedy(st: Tensor, ed: Tensor, alive: Tensor, group: Tensor | None, iou_threshold: float, max_keep: int,
+            group_cap: int | None) -> Tensor:
+    """The greedy pass of `temporal_nms` on score-sorted ``(B, N)`` candidates; returns ``keep`` ``(B, N)``."""
+    b, n = st.shape
+    # (N, B, N) layout: row i of every batch entry is one contiguous slice in the loop below
+    st_i, ed_i, st_j, ed_j = st.T[:, :, None], ed.T[:, :, None], st[None], ed[None]
+    inter = (torch.minimum(ed_i, ed_j) - torch.maximum(st_i, st_j)).clamp_min_(0.0)
+    union = torch.maximum(ed_i, ed_j) - torch.minimum(st_i, st_j)
+    suppress = inter.div_(union.masked_fill_(union == 0, 1.0)) > iou_threshold  # IoU 0 where the union is 0
+    del inter, union
+    if group is not None:
+        suppress &= group.T[:, :, None] == group[None]
+    alive = alive.clone()
+    keep = torch.zeros_like(alive)
+    kept = torch.zeros(b, dtype=torch.long, device=st.device)
+    per_group = torch.zeros((b, n + 1), dtype=torch.long, device=st.device) if group_cap is not None else None
+    for i in range(n):
+        take = alive[:, i] & (kept < max_keep)
+        if per_group is not None:
+            gi = group[:, i:i + 1]
+            take &= per_group.gather(1, gi)[:, 0] < group_cap
+            per_group.scatter_add_(1, gi, take[:, None].long())
+        if not bool(take.any()):
+            continue
+        keep[:, i] = take
+        kept += take.long()
+        alive[:, i + 1:] &= ~(suppress[i, :, i + 1:] & take[:, None])
+    return keep
+
+
 def temporal_nms(st: Tensor, ed: Tensor, score: Tensor, iou_threshold: float, max_keep: int = REFERENCE_NMS_CAP,
                  valid: Tensor | None = None, group: Tensor | None = None,
-                 group_cap: int | None = None) -> tuple[Tensor, Tensor]:
+                 group_cap: int | None = None, chunk_elems: int = 1 << 21) -> tuple[Tensor, Tensor]:
     """Greedy temporal NMS of the reference, for a batch of candidate lists at once.
 
     Per row: candidates are stably sorted by score (descending); then, in that order, a candidate is kept
@@ -223,45 +253,84 @@ def temporal_nms(st: Tensor, ed: Tensor, score: Tensor, iou_threshold: float, ma
     # padding goes last even against -inf scores: sort by validity first, then by score
     order = torch.argsort(key, dim=1, descending=True, stable=True)
     order = order.gather(1, torch.argsort((~valid).gather(1, order).to(torch.int8), dim=1, stable=True))
-    st, ed, alive = st.gather(1, order), ed.gather(1, order), valid.gather(1, order).clone()
-    grp = group.gather(1, order) if group is not None else None
+    st, ed, alive = st.gather(1, order), ed.gather(1, order), valid.gather(1, order)
+    # dense per-row labels in [0, N] (first position of the group) for the per-group counters
+    grp = _first_position(group.gather(1, order), alive) if group is not None else None
     keep = torch.zeros_like(alive)
-    kept = torch.zeros(b, dtype=torch.long, device=st.device)
-    for i in range(n):
-        take = alive[:, i] & (kept < max_keep)
-        same = None
-        if grp is not None:
-            same = grp == grp[:, i:i + 1]
-            if group_cap is not None:
-                take &= (keep & same).sum(1) < group_cap
-        if not bool(take.any()):
-            continue
-        keep[:, i] = take
-        kept += take.long()
-        inter = (torch.minimum(ed, ed[:, i:i + 1]) - torch.maximum(st, st[:, i:i + 1])).clamp_min(0.0)
-        union = torch.maximum(ed, ed[:, i:i + 1]) - torch.minimum(st, st[:, i:i + 1])
-        iou = torch.where(union == 0, torch.zeros_like(inter), inter / torch.where(union == 0, 1.0, union))
-        hit = iou > iou_threshold
-        if same is not None:
-            hit &= same
-        hit[:, :i + 1] = False
-        alive &= ~(hit & take[:, None])
+    # rows in chunks so the (rows, N, N) suppression matrix stays small
+    step = max(1, chunk_elems // max(1, n * n))
+    for s in range(0, b, step):
+        g = grp[s:s + step] if grp is not None else None
+        keep[s:s + step] = _greedy(st[s:s + step], ed[s:s + step], alive[s:s + step], g, iou_threshold,
+                                   max_keep, group_cap)
     return order, keep
 
 
-def _rows(predictions: Sequence[Sequence[float]], width: int) -> Tensor:
-    return torch.tensor([list(p[:width]) for p in predictions], dtype=torch.float64).reshape(-1, width)
+def _pad_lists(lists: Sequence[Sequence[Sequence[float]]], width: int) -> tuple[Tensor, Tensor]:
+    """Pad ``B`` prediction lists into ``(B, N, width)`` float64 values and a ``(B, N)`` validity mask."""
+    n = max((len(x) for x in lists), default=0)
+    values = torch.zeros((len(lists), n, width), dtype=torch.float64)
+    valid = torch.zeros((len(lists), n), dtype=torch.bool)
+    flat = [list(p[:width]) for x in lists for p in x]
+    if flat:
+        lengths = torch.tensor([len(x) for x in lists])
+        valid = torch.arange(n)[None, :] < lengths[:, None]
+        values[valid] = torch.tensor(flat, dtype=torch.float64).reshape(-1, width)
+    return values, valid
+
+
+def _first_position(ids: Tensor, valid: Tensor, chunk: int = 512) -> Tensor:
+    """``(B, N)``: for each entry, the first position in its row holding the same id (a group label
+    that also orders the groups by first appearance)."""
+    b, n = ids.shape
+    out = torch.zeros((b, n), dtype=torch.long)
+    if n == 0:
+        return out
+    pos = torch.arange(n)
+    for s in range(0, b, chunk):
+        same = (ids[s:s + chunk, :, None] == ids[s:s + chunk, None, :]) & valid[s:s + chunk, None, :]
+        out[s:s + chunk] = torch.where(same, pos, n).min(-1).values
+    return out
+
+
+def nms_moments_batch(lists: Sequence[Sequence[Sequence[float]]], iou_threshold: float,
+                      max_after_nms: int = REFERENCE_NMS_CAP) -> list[list[list[float]]]:
+    """`nms_moments` on many ``[[st, ed, score], …]`` lists with one vectorised NMS pass."""
+    values, valid = _pad_lists(lists, 3)
+    order, keep = temporal_nms(values[..., 0], values[..., 1], values[..., 2], iou_threshold, max_after_nms, valid)
+    out = []
+    for x, o, k in zip(lists, order.tolist(), keep.tolist()):
+        if len(x) == 1:  # the reference returns one-element lists unchanged
+            out.append([list(x[0])])
+        else:
+            out.append([list(x[j]) for j, kept in zip(o, k) if kept])
+    return out
 
 
 def nms_moments(predictions: Sequence[Sequence[float]], iou_threshold: float,
                 max_after_nms: int = REFERENCE_NMS_CAP) -> list[list[float]]:
     """Reference ``temporal_non_maximum_suppression`` on ``[[st, ed, score], …]``: the kept
     predictions, by score descending. A one-element list is returned unchanged (as the reference)."""
-    if len(predictions) <= 1:
-        return [list(p) for p in predictions]
-    t = _rows(predictions, 3)
-    order, keep = temporal_nms(t[None, :, 0], t[None, :, 1], t[None, :, 2], iou_threshold, max_after_nms)
-    return [list(predictions[j]) for j in order[0][keep[0]].tolist()]
+    return nms_moments_batch([predictions], iou_threshold, max_after_nms)[0]
+
+
+def nms_vcmr_batch(lists: Sequence[Sequence[Sequence[float]]], iou_threshold: float, max_before_nms: int,
+                   max_after_nms: int) -> list[list[list[float]]]:
+    """`nms_vcmr` on many ``[[video_idx, st, ed, score], …]`` lists with one vectorised NMS pass."""
+    heads = [list(x[:max_before_nms]) for x in lists]
+    values, valid = _pad_lists(heads, 4)
+    group = _first_position(values[..., 0], valid)  # video label ordered by first appearance
+    order, keep = temporal_nms(values[..., 1], values[..., 2], values[..., 3], iou_threshold,
+                               values.shape[1], valid, group=group, group_cap=REFERENCE_NMS_CAP)
+    # the reference concatenates the per-video NMS results in order of first appearance, then stably
+    # sorts by score: order the survivors by (score desc, first appearance of the video, rank in video)
+    score = values[..., 3].gather(1, order).masked_fill(~keep, float("-inf"))
+    first = group.gather(1, order).masked_fill(~keep, values.shape[1])
+    by_group = torch.argsort(first, dim=1, stable=True)
+    by_score = torch.argsort(score.gather(1, by_group), dim=1, descending=True, stable=True)
+    final = order.gather(1, by_group.gather(1, by_score))
+    counts = keep.sum(1).clamp(max=max_after_nms).tolist()
+    return [[list(h[j]) for j in f[:c]] for h, f, c in zip(heads, final.tolist(), counts)]
 
 
 def nms_vcmr(predictions: Sequence[Sequence[float]], iou_threshold: float, max_before_nms: int,
@@ -272,21 +341,14 @@ def nms_vcmr(predictions: Sequence[Sequence[float]], iou_threshold: float, max_b
     video with the reference's fixed cap of 100; the survivors are stably sorted by score (ties: video in
     order of first appearance, then rank inside the video) and cut to ``max_after_nms``.
     """
-    head = [list(p) for p in predictions[:max_before_nms]]
-    if not head:
-        return []
-    t = _rows(head, 4)
-    first_seen: dict[float, int] = {}
-    for p in head:
-        first_seen.setdefault(float(p[0]), len(first_seen))
-    group = torch.tensor([first_seen[float(p[0])] for p in head], dtype=torch.long)
-    order, keep = temporal_nms(t[None, :, 1], t[None, :, 2], t[None, :, 3], iou_threshold, len(head),
-                               group=group[None], group_cap=REFERENCE_NMS_CAP)
-    sorted_rank = {j: r for r, j in enumerate(order[0].tolist())}
-    kept = order[0][keep[0]].tolist()
-    # the reference concatenates the videos in order of first appearance, then stable-sorts by score
-    kept.sort(key=lambda j: (-float(t[j, 3]), int(group[j]), sorted_rank[j]))
-    return [head[j] for j in kept[:max_after_nms]]
+    return nms_vcmr_batch([predictions], iou_threshold, max_before_nms, max_after_nms)[0]
+
+
+def nms_svmr_batch(lists: Sequence[Sequence[Sequence[float]]], iou_threshold: float, max_before_nms: int,
+                   max_after_nms: int) -> list[list[list[float]]]:
+    """`nms_svmr` on many lists with one vectorised NMS pass."""
+    kept = nms_moments_batch([[list(p[1:]) for p in x[:max_before_nms]] for x in lists], iou_threshold)
+    return [[[x[0][0], *p] for p in k[:max_after_nms]] if x else [] for x, k in zip(lists, kept)]
 
 
 def nms_svmr(predictions: Sequence[Sequence[float]], iou_threshold: float, max_before_nms: int,
@@ -294,11 +356,7 @@ def nms_svmr(predictions: Sequence[Sequence[float]], iou_threshold: float, max_b
     """Reference SVMR NMS (``post_processing_svmr_nms`` on one query): NMS (cap 100) on the first
     ``max_before_nms`` ``[video_idx, st, ed, score]``, cut to ``max_after_nms``, with the video index of
     the first input prediction put back on every row."""
-    if not predictions:
-        return []
-    video = predictions[0][0]
-    kept = nms_moments([list(p[1:]) for p in predictions[:max_before_nms]], iou_threshold)
-    return [[video, *p] for p in kept[:max_after_nms]]
+    return nms_svmr_batch([predictions], iou_threshold, max_before_nms, max_after_nms)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,16 +407,16 @@ def top_n_entries(entries: list[dict], top_n: int) -> list[dict]:
 
 def nms_vcmr_entries(entries: list[dict], iou_threshold: float, max_before_nms: int,
                      max_after_nms: int) -> list[dict]:
-    """Reference ``post_processing_vcmr_nms``: `nms_vcmr` on every query (new dicts)."""
-    return [{**e, "predictions": nms_vcmr(e["predictions"], iou_threshold, max_before_nms, max_after_nms)}
-            for e in entries]
+    """Reference ``post_processing_vcmr_nms``: `nms_vcmr` on every query, batched (new dicts)."""
+    kept = nms_vcmr_batch([e["predictions"] for e in entries], iou_threshold, max_before_nms, max_after_nms)
+    return [{**e, "predictions": k} for e, k in zip(entries, kept)]
 
 
 def nms_svmr_entries(entries: list[dict], iou_threshold: float, max_before_nms: int,
                      max_after_nms: int) -> list[dict]:
-    """Reference ``post_processing_svmr_nms``: `nms_svmr` on every query (new dicts)."""
-    return [{**e, "predictions": nms_svmr(e["predictions"], iou_threshold, max_before_nms, max_after_nms)}
-            for e in entries]
+    """Reference ``post_processing_svmr_nms``: `nms_svmr` on every query, batched (new dicts)."""
+    kept = nms_svmr_batch([e["predictions"] for e in entries], iou_threshold, max_before_nms, max_after_nms)
+    return [{**e, "predictions": k} for e, k in zip(entries, kept)]
 
 
 # ---------------------------------------------------------------------------------------------

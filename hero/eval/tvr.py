@@ -27,9 +27,10 @@ import gzip
 import json
 import math
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -238,7 +239,7 @@ def _task_arrays(task: str, entries: Any, gt: GroundTruth, known_videos: np.ndar
         issues.add(f"{task} queries not in the ground truth", _examples(extra), count=len(extra))
     rows = [i for i, k in enumerate(gt_keys) if k in by_id]
     arrays: list[np.ndarray] = []
-    for r, i in enumerate(rows):
+    for i in rows:
         preds = by_id[gt_keys[i]]["predictions"]
         where = f"desc_id {gt.desc_ids[i]!r}"
         if not preds:
