@@ -31,6 +31,7 @@ from hero.tasks.retrieval import (
     loss,
     nms_path,
     predict,
+    span_step,
     train_items,
     training_span,
     video_groups,
@@ -140,11 +141,17 @@ def test_collate_refuses_a_video_twice(corpus):
         collate(corpus, items[:2], RetrievalConfig(), use_span=False)
 
 
-def test_span_loss_draw_and_vr_targets(corpus):
-    items = train_items(corpus, "tvr", "train", RetrievalConfig())[::2]
-    draws = [collate(corpus, items, RetrievalConfig(), torch.Generator().manual_seed(s)).use_span for s in range(200)]
-    assert 0.1 < np.mean(draws) < 0.3  # 1 - drop_svmr_prob = 0.2
-    vr = collate(corpus, items, VrConfig(), torch.Generator().manual_seed(0))
+def test_span_loss_is_drawn_per_step_the_same_on_every_rank(corpus):
+    cfg = RetrievalConfig()
+    draws = [span_step(cfg, step) for step in range(1, 1001)]
+    assert 0.15 < np.mean(draws) < 0.25  # 1 - drop_svmr_prob = 0.2
+    assert draws == [span_step(RetrievalConfig(), step) for step in range(1, 1001)]  # a function of the step
+    assert draws != [span_step(RetrievalConfig(span_draw_seed=1), step) for step in range(1, 1001)]
+    assert not any(span_step(VrConfig(), s) for s in range(100))
+    assert all(span_step(RetrievalConfig(drop_svmr_prob=0.0), s) for s in range(100))
+    items = train_items(corpus, "tvr", "train", cfg)[::2]
+    assert collate(corpus, items, cfg).use_span
+    vr = collate(corpus, items, VrConfig())
     assert not vr.use_span and vr.targets.eq(-1).all()
 
 
@@ -179,7 +186,7 @@ def test_loss_terms_and_hard_negative_phase(tiny_config, corpus):
     model = tiny_model(tiny_config)
     model.eval()
     items = train_items(corpus, "tvr", "train", RetrievalConfig())[::2]
-    cfg = RetrievalConfig(hard_negative_start_step=10)
+    cfg = RetrievalConfig(hard_negative_start_step=10, drop_svmr_prob=0.0)
     batch = collate(corpus, items, cfg, use_span=True)
     out = loss(model, batch, cfg, step=1)
     assert set(k for k in out if k.endswith("_loss")) == {"st_ed_loss", "neg_ctx_loss", "neg_q_loss"}
@@ -193,6 +200,11 @@ def test_loss_terms_and_hard_negative_phase(tiny_config, corpus):
     vr_cfg = VrConfig()
     vr = loss(tiny_model(tiny_config, HeroForVr), collate(corpus, items, vr_cfg, use_span=False), vr_cfg, step=1)
     assert set(k for k in vr if k.endswith("_loss")) == {"neg_ctx_loss", "neg_q_loss"}
+    # with the reference drop probability, the step decides
+    drawn = RetrievalConfig()
+    steps = [s for s in range(1, 40) if span_step(drawn, s)]
+    assert "st_ed_loss" in loss(model, batch, drawn, step=steps[0])
+    assert "st_ed_loss" not in loss(model, batch, drawn, step=next(s for s in range(1, 40) if s not in steps))
 
 
 def test_loss_falls_on_a_tiny_overfit_batch(tiny_config, corpus):

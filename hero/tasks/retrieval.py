@@ -24,6 +24,7 @@ Shape letters: ``V`` videos of the corpus, ``L`` frames (padded), ``D`` hidden, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -81,7 +83,9 @@ class RetrievalConfig:
     margin: float = 0.1
     ranking_loss: str = "hinge"
     drop_svmr_prob: float = 0.8
-    """Probability that a step skips the local (span) loss."""
+    """Probability that a step skips the local (span) loss (drawn per optimizer step, `span_step`)."""
+    span_draw_seed: int = 0
+    """Seed of the per-step span-loss draws."""
     hard_negative_start_step: int | None = 2000
     """Optimizer step (1-based) from which the hard-negative weighting is on (None: never)."""
     hard_pool_size: int = 20
@@ -305,13 +309,29 @@ def query_rows(ids_list: Sequence[Sequence[int]], corpus: Any, cfg: RetrievalCon
     return pad_token_rows([[tokens.cls_id, *ids[:cfg.max_txt_len]] for ids in ids_list], tokens.pad_id)
 
 
+def span_step(cfg: RetrievalConfig, step: int) -> bool:
+    """Whether optimizer step ``step`` computes the span loss (probability ``1 − drop_svmr_prob``).
+
+    The draw is a function of ``(span_draw_seed, step)`` only, so every rank and every micro-batch
+    of a step agree (the engine all-reduces the loss terms, and DDP expects one graph), and a
+    resumed run draws the same. The reference draws per forward pass from each rank's Python
+    ``random``, which only stays in sync because all ranks share a seed.
+    """
+    if cfg.lw_st_ed == 0 or cfg.drop_svmr_prob >= 1.0:
+        return False
+    if cfg.drop_svmr_prob <= 0.0:
+        return True
+    return float(np.random.default_rng([cfg.span_draw_seed, int(step)]).random()) >= cfg.drop_svmr_prob
+
+
 def collate(corpus: Any, items: Sequence[dict], cfg: RetrievalConfig,
             generator: torch.Generator | None = None, use_span: bool | None = None) -> VsmBatch:
     """A VSM batch of ``items`` (one query per video; query ``i`` belongs to clip ``i``).
 
     Span targets (inclusive frames) follow `hero.data.alignment.vcmr_span_target`; a query without
-    a moment gets ``(−1, −1)`` (ignored). Whether the step computes the span loss is drawn from
-    ``generator`` with probability ``1 − drop_svmr_prob`` unless ``use_span`` is given.
+    a moment gets ``(−1, −1)`` (ignored). ``use_span`` (default: whether the settings have a span
+    loss at all) says whether the batch may compute the span loss; `loss` then draws per step
+    (`span_step`). Nothing here is random (``generator`` is accepted for the task contract).
     """
     if not items:
         raise HeroError("cannot collate an empty retrieval batch")
@@ -331,14 +351,7 @@ def collate(corpus: Any, items: Sequence[dict], cfg: RetrievalConfig,
 
             targets.append(tuple(int(t) for t in vcmr_span_target(it["ts"], clip.num_frames, corpus.frame_interval)))
     if use_span is None:
-        if cfg.lw_st_ed == 0 or cfg.drop_svmr_prob >= 1.0:
-            use_span = False
-        elif cfg.drop_svmr_prob <= 0.0:
-            use_span = True
-        else:
-            if generator is None:
-                raise HeroError("retrieval collate needs a generator to draw whether the step has a span loss")
-            use_span = torch.rand((), generator=generator).item() >= cfg.drop_svmr_prob
+        use_span = cfg.lw_st_ed != 0 and cfg.drop_svmr_prob < 1.0
     return VsmBatch(video, ids, mask, torch.tensor(targets, dtype=torch.long).view(-1, 2),
                     torch.arange(len(items), dtype=torch.long), bool(use_span))
 
@@ -346,9 +359,12 @@ def collate(corpus: Any, items: Sequence[dict], cfg: RetrievalConfig,
 def loss(model: HeroForVcmr, batch: VsmBatch, cfg: RetrievalConfig, step: int = 0) -> dict[str, Tensor]:
     """The VSM loss of a batch at optimizer step ``step`` (1-based; drives the hard-negative phase).
 
-    ``loss`` = ``st_ed_loss`` (when the batch computes it) + ``neg_ctx_loss`` + ``neg_q_loss``;
-    in-batch negatives come from the whole global batch when distributed.
+    ``loss`` = ``st_ed_loss`` (when the batch may compute it and `span_step` draws it for this
+    step) + ``neg_ctx_loss`` + ``neg_q_loss``; in-batch negatives come from the whole global batch
+    when distributed.
     """
+    if batch.use_span and not span_step(cfg, step):
+        batch = dataclasses.replace(batch, use_span=False)
     objective = VsmObjective(cfg.vsm())
     out = objective(model, batch, step=step)
     return {k: v for k, v in out.items() if not k.startswith("hinge_")}
