@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import inspect
     import json
 
     import torch
@@ -54,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     writer = getattr(task, "write_predictions", None)
     if writer is not None:
-        writer(preds, args.out)
+        # writers that take the task settings (retrieval: the run's NMS threshold) get them
+        if len(inspect.signature(writer).parameters) >= 3:
+            writer(preds, args.out, cfg)
+        else:
+            writer(preds, args.out)
     else:
         write_json_atomic(args.out, preds)
     print(f"wrote {args.out}")

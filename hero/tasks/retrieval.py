@@ -42,9 +42,9 @@ from torch import Tensor, nn
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.errors import HeroError
+from hero.model.baselines import build_backbone
 from hero.model.checkpoint import PretrainedMixin
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
-from hero.model.hero import Hero
 from hero.objectives.vsm import NORMALIZE_EPS, VsmBatch, VsmConfig, VsmHead, VsmObjective
 
 SUBMISSION_TASKS = ("VCMR", "SVMR", "VR")
@@ -193,7 +193,7 @@ class HeroForVcmr(nn.Module, PretrainedMixin):
         super().__init__()
         self.config = config
         self.task_config = task_config or self.default_task_config()
-        self.hero = Hero(config)
+        self.hero = build_backbone(config)
         # PyTorch's default initialisation, as the reference (created after its init pass)
         self.vsm_head = VsmHead(config)
 
