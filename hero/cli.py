@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        adder = getattr(_module(name), "add_arguments")
+        adder = _module(name).add_arguments
         # a module serving several commands takes the command name
         try:
             adder(p, name)

@@ -15,10 +15,10 @@ import torch
 
 from hero.config import HeroConfig, TextTokens
 from hero.data.batch import Clip, clip_groups, collate_video, pad_token_rows
+from hero.eval.moments import length_mask, moment_scores, span_probabilities, video_scores
 from hero.losses import l2_regression_loss, nce_loss
 from hero.objectives import FomObjective, HeroForPretraining, MfmConfig, MfmObjective, MlmObjective
 from hero.objectives.vsm import VsmBatch, VsmConfig, VsmObjective
-from hero.eval.moments import length_mask, moment_scores, span_probabilities, video_scores
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLIC_FIXTURE = REPO / "tests" / "fixtures" / "official_hero_tiny"

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         _need(args, "model", "corpus")
         from hero.data.corpus import Corpus
-        from hero.viz.moments import moments_figure
         from hero.viz.models import load_any_model
+        from hero.viz.moments import moments_figure
 
         out = moments_figure(load_any_model(args.model), Corpus(args.corpus), args.out, dataset=args.dataset,
                              split=args.split, qid=args.qid)
