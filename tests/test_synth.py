@@ -81,6 +81,14 @@ def test_every_dataset_and_split_has_valid_records(corpus):
                 check_record(dataset, r, corpus.video_store.num_frames(r["vid"]), corpus.frame_interval, tok)
             if dataset == "violin":
                 assert {r["label"] for r in records} == {0, 1}
+                # pairs: "<n>-1" (true) and "<n>-0" (false) of the same video
+                stems: dict[str, list] = {}
+                for r in records:
+                    stem, label = r["qid"].rsplit("-", 1)
+                    assert int(label) == r["label"]
+                    stems.setdefault(stem, []).append((r["vid"], r["label"]))
+                assert all(len({v for v, _ in p}) == 1 and sorted(lab for _, lab in p) == [0, 1]
+                           for p in stems.values())
             ids = [r.get("qid", r.get("clip_id")) for r in records]
             assert len(set(ids)) == len(ids)
     assert {r["type"] for r in corpus.annotations("tvr", "train")} == {"v", "t", "vt"}

@@ -709,10 +709,13 @@ def _violin(cfg: SynthConfig, eps: list[Episode], counters: Counter) -> list[dic
             if false is None or false in truths or any(true == p[0] for p in pairs):
                 continue
             pairs.append((true, false))
+        # HERO's VIOLIN ids: a true/false pair shares its stem, "<n>-1" (true) and "<n>-0" (false),
+        # so fine-tuning can train on statement pairs as the reference does
         for true, false in pairs:
             for statement, label in ((true, 1), (false, 0)):
-                records.append({"qid": str(counters["violin"]), "vid": ep.vid, "statement": statement, "label": label})
-                counters["violin"] += 1
+                records.append({"qid": f"{counters['violin']}-{label}", "vid": ep.vid, "statement": statement,
+                                "label": label})
+            counters["violin"] += 1
     return records
 
 
