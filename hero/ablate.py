@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hero.experiments import Budget, finetune, fresh_dir, headline, mean_std, pretrain, write_json
+from hero.experiments import Budget, fresh_dir, headline, mean_std, run_many, write_json
 
 TABLE1_ROWS: dict[str, dict[str, float] | None] = {
     "none (scratch)": None,
@@ -54,38 +54,48 @@ def _backbone_overrides(budget: Budget, backbone: str, max_frames: int) -> Budge
     return Budget(**{**budget.__dict__, "model_overrides": overrides})
 
 
-class Ablation:
-    """Runs (and caches) pre-training and fine-tuning runs of the ablation grid."""
+def _slug(text: str) -> str:
+    return text.lower().replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
 
-    def __init__(self, out: Path, corpus: Path, budget: Budget, max_frames: int, log: Callable[..., None]) -> None:
-        self.out, self.corpus, self.budget, self.max_frames, self.log = out, corpus, budget, max_frames, log
-        self.pretrained: dict[tuple[str, str, int], Path] = {}
-        self.scores: dict[tuple[str, str, str, int], dict[str, float]] = {}
 
-    def _slug(self, text: str) -> str:
-        return text.lower().replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
+def plan(seeds: Sequence[int], tables: Sequence[int]) -> list[tuple[str, str, str, dict | None, str, int]]:
+    """Every cell of the requested tables: ``(table row, backbone, mix name, mix, task, seed)``."""
+    cells = []
+    if 1 in tables:
+        for name, mix in TABLE1_ROWS.items():
+            cells += [(f"1|{name}", "hero", name, mix, task, seed) for task in TASKS for seed in seeds]
+    if 2 in tables:
+        for model_name, (backbone, mix) in TABLE2_MODELS.items():
+            for pre in (False, True):
+                mix_name = (FULL if backbone != "f-trm" else "MLM + MNCE") if pre else "none (scratch)"
+                row = f"2|{model_name}, {'pre-trained' if pre else 'no pre-training'}"
+                cells += [(row, backbone, mix_name, mix if pre else None, task, seed)
+                          for task in TASKS for seed in seeds]
+    return cells
 
-    def pretrained_model(self, backbone: str, mix_name: str, mix: dict[str, float], seed: int) -> Path:
-        key = (backbone, mix_name, seed)
-        if key not in self.pretrained:
-            budget = _backbone_overrides(self.budget, backbone, self.max_frames)
-            run = self.out / "runs" / f"pretrain-{backbone}-{self._slug(mix_name)}-seed{seed}"
-            t = time.perf_counter()
-            self.pretrained[key] = pretrain(run, self.corpus, budget, mix=mix, seed=seed, backbone=backbone)
-            self.log(f"  pre-trained {backbone} with {mix_name}, seed {seed} ({time.perf_counter() - t:.0f} s)")
-        return self.pretrained[key]
 
-    def score(self, backbone: str, mix_name: str, mix: dict[str, float] | None, task: str, seed: int) -> dict:
-        key = (backbone, mix_name, task, seed)
-        if key not in self.scores:
-            init = None if mix is None else self.pretrained_model(backbone, mix_name, mix, seed)
-            budget = _backbone_overrides(self.budget, backbone, self.max_frames)
-            run = self.out / "runs" / f"finetune-{task}-{backbone}-{self._slug(mix_name)}-seed{seed}"
-            metrics = finetune(run, self.corpus, budget, task=task, init=init, seed=seed, backbone=backbone)
-            self.scores[key] = headline(task, metrics)
-            self.log(f"  {task} {backbone} [{mix_name}] seed {seed}: "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in self.scores[key].items()))
-        return self.scores[key]
+def execute(out: Path, corpus: Path, budget: Budget, max_frames: int, cells: list, log: Callable[..., None]) -> dict:
+    """Pre-train every distinct (backbone, mix, seed) once, then fine-tune every cell; both phases
+    run ``budget.jobs`` processes at a time. Returns ``{(backbone, mix name, task, seed): headline}``."""
+    pre_keys = sorted({(b, m, s) for _, b, m, mix, _, s in cells if mix is not None})
+    mixes = {(b, m): mix for _, b, m, mix, _, _ in cells if mix is not None}
+    t = time.perf_counter()
+    log(f"  {len(pre_keys)} pre-training runs, {budget.jobs} at a time")
+    jobs = [(out / "runs" / f"pretrain-{b}-{_slug(m)}-seed{s}", corpus,
+             _backbone_overrides(budget, b, max_frames), {"mix": mixes[(b, m)], "seed": s, "backbone": b})
+            for b, m, s in pre_keys]
+    models = dict(zip(pre_keys, run_many("pretrain", jobs, budget.jobs)))
+    log(f"  pre-training done ({time.perf_counter() - t:.0f} s)")
+    t = time.perf_counter()
+    ft_keys = sorted({(b, m, task, s) for _, b, m, _, task, s in cells})
+    log(f"  {len(ft_keys)} fine-tuning runs, {budget.jobs} at a time")
+    jobs = [(out / "runs" / f"finetune-{task}-{b}-{_slug(m)}-seed{s}", corpus,
+             _backbone_overrides(budget, b, max_frames),
+             {"task": task, "init": models.get((b, m, s)), "seed": s, "backbone": b})
+            for b, m, task, s in ft_keys]
+    metrics = run_many("finetune", jobs, budget.jobs)
+    log(f"  fine-tuning done ({time.perf_counter() - t:.0f} s)")
+    return {key: headline(key[2], m) for key, m in zip(ft_keys, metrics)}
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -111,39 +121,24 @@ def run(out_dir: str | Path = "runs/ablate", seeds: Sequence[int] = (0, 1, 2), b
     t0 = time.perf_counter()
     cfg = SynthConfig(seed=0)  # one corpus; seeds vary initialisation, masking and batch order
     corpus = build(cfg, out / "data", log=lambda *a: None)
-    ab = Ablation(out, corpus, budget, cfg.max_frames, log)
+    cells = plan(seeds, tables)
+    scores = execute(out, corpus, budget, cfg.max_frames, cells, log)
     results: dict[str, Any] = {"seeds": list(seeds), "budget": budget.__dict__, "table1": {}, "table2": {}}
+    for row, backbone, mix_name, _, task, seed in cells:
+        table, name = row.split("|", 1)
+        cols = results[f"table{table}"].setdefault(name, {})
+        for label, v in scores[(backbone, mix_name, task, seed)].items():
+            cols.setdefault(label, []).append(v)
     md = []
-    if 1 in tables:
-        log("Table 1: pre-training tasks (HERO)")
-        rows: dict[str, dict[str, list[float]]] = {}
-        for name, mix in TABLE1_ROWS.items():
-            cols: dict[str, list[float]] = {}
-            for task in TASKS:
-                for seed in seeds:
-                    for label, v in ab.score("hero", name, mix, task, seed).items():
-                        cols.setdefault(label, []).append(v)
-            rows[name] = cols
-        results["table1"] = rows
-        md.append("### Table 1 in miniature: pre-training tasks\n\n" + _table(rows, "pre-training tasks"))
-    if 2 in tables:
-        log("Table 2: model design")
-        rows = {}
-        for model_name, (backbone, mix) in TABLE2_MODELS.items():
-            for pre in (False, True):
-                mix_name = (FULL if backbone != "f-trm" else "MLM + MNCE") if pre else "none (scratch)"
-                cols = {}
-                for task in TASKS:
-                    for seed in seeds:
-                        for label, v in ab.score(backbone, mix_name, mix if pre else None, task, seed).items():
-                            cols.setdefault(label, []).append(v)
-                rows[f"{model_name}, {'pre-trained' if pre else 'no pre-training'}"] = cols
-        results["table2"] = rows
-        md.append("### Table 2 in miniature: model design\n\n" + _table(rows, "model"))
+    if results["table1"]:
+        md.append("### Table 1 in miniature: pre-training tasks (HERO)\n\n"
+                  + _table(results["table1"], "pre-training tasks"))
+    if results["table2"]:
+        md.append("### Table 2 in miniature: model design\n\n" + _table(results["table2"], "model"))
     results["seconds"] = time.perf_counter() - t0
-    header = (f"Synthetic corpus (seed 0), {budget.preset} ({budget.pretrain_steps} pre-training steps, "
-              f"fine-tuning steps {budget.finetune_steps}), seeds {list(seeds)}: mean ± sample std over seeds. "
-              f"Metrics on the val split, in %.\n")
+    header = (f"Synthetic corpus (seed 0), {budget.preset}, {budget.pretrain_steps} pre-training steps, fine-tuning "
+              f"steps {budget.finetune_steps['vcmr']} (VCMR) / {budget.finetune_steps['video_qa']} (QA); seeds "
+              f"{list(seeds)}: mean ± sample standard deviation over seeds. Val split, in %.\n")
     text = header + "\n" + "\n\n".join(md) + "\n"
     write_json(out / "results.json", results)
     tmp = out / ".ablations.md.tmp"

@@ -52,3 +52,25 @@ def test_module_entry_point():
 def test_bad_checkpoint_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     assert "not a HERO checkpoint directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ablate_writes_both_tables_with_every_seed(tmp_path, capsys):
+    out = tmp_path / "ab"
+    assert main(["ablate", "--out", str(out), "--seeds", "0,1", "--tables", "2", "--pretrain-steps", "2",
+                 "--finetune-steps", "2"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["table1"] == {}
+    rows = results["table2"]
+    assert set(rows) == {f"{m}, {p}" for m in ("F-TRM", "H-TRM", "HERO") for p in ("no pre-training", "pre-trained")}
+    for cols in rows.values():
+        assert "VCMR R@10 (IoU 0.7)" in cols and "QA accuracy" in cols
+        assert all(len(v) == 2 for v in cols.values())  # one value per seed
+    text = (out / "ablations.md").read_text()
+    assert "Table 2 in miniature" in text and "± " in text
+    assert (out / "runs" / "pretrain-f-trm-mlm+mnce-seed1" / "model" / "config.json").is_file()
+
+
+def test_ablate_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["ablate", "--out", str(tmp_path / "a"), "--tables", "3"]) == 2
+    assert "--tables" in capsys.readouterr().err

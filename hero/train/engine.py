@@ -213,7 +213,9 @@ class Engine:
         finally:
             self.model.train()
         logger.eval(self.step, metrics)
-        logger.message(f"step {self.step}: eval {metrics}")
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(metrics.items())[:8])
+        more = f" (+{len(metrics) - 8} more in log.jsonl)" if len(metrics) > 8 else ""
+        logger.message(f"step {self.step}: eval {shown}{more}")
         return metrics
 
     def run(self) -> dict[str, Any]:
