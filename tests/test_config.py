@@ -45,3 +45,24 @@ def test_from_reference_json():
     assert config.type_vocab_size == 2
     with pytest.raises(ValueError, match="c_config"):
         HeroConfig.from_reference_json({"f_config": {}})
+
+
+CONFIG_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_loads_with_its_task(path):
+    from hero.tasks import get_task
+    from hero.train.config import load_config
+    from hero.train.finetune import FinetuneConfig, task_settings
+    from hero.train.pretrain import PretrainConfig
+
+    if path.parent.name == "pretrain":
+        config = load_config(PretrainConfig, path)
+        assert config.mix and all(config.objective_config(n) is not None for n in config.mix)
+    else:
+        config = load_config(FinetuneConfig, path)
+        task = get_task(config.task)
+        assert config.dataset in task.datasets
+        task_settings(task, config.task_config)  # unknown task settings are errors
+    HeroConfig.from_name(config.model.preset, **config.model.overrides)
