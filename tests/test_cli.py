@@ -26,7 +26,7 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
     assert set(results["results"]) == {"vcmr", "violin"}
     for metrics in results["results"].values():
         for values in metrics.values():
-            assert set(values) == {"pretrained", "scratch"}
+            assert set(values) == {"pretrained", "scratch", "baseline"}
             assert all(0.0 <= v <= 100.0 for v in values.values())
     assert "VCMR R@10 (IoU 0.7)" in results["results"]["vcmr"]
     assert (out / "pretrain" / "model" / "model.safetensors").is_file()
@@ -37,6 +37,7 @@ def test_quickstart_end_to_end_with_a_tiny_budget(tmp_path, capsys):
         assert f"figures/{name}.png" in report
     printed = capsys.readouterr().out
     assert "| moment retrieval (tvr) | VCMR R@10 (IoU 0.7) |" in printed and str(out) in printed
+    assert results["results"]["violin"]["VIOLIN accuracy"]["baseline"] == pytest.approx(50.0, abs=15.0)
 
 
 def test_quickstart_rejects_an_unknown_task(tmp_path, capsys):
