@@ -455,7 +455,6 @@ def test_shipped_configs_load(name):
 @pytest.mark.slow
 def test_finetune_predict_index_search_end_to_end(tmp_path, capsys):
     """`hero finetune` (tiny VCMR on the synthetic corpus) → `hero predict` → `hero index` → `hero search`."""
-    pytest.importorskip("hero.data.synth")
     from hero.cli import main
     from hero.data.synth import SynthConfig, build
 
