@@ -56,3 +56,12 @@ def test_attention_png_is_written(tmp_path):
     out = plot_attention(maps, [str(i) for i in range(len(rows))], nf, tmp_path / "a.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_figure_command_names_what_is_missing_or_wrong(tmp_path, capsys):
+    from hero.cli import main
+
+    assert main(["figure", "moments", "--out", str(tmp_path / "m.png")]) == 2
+    assert "needs --model, --corpus" in capsys.readouterr().err
+    assert main(["figure", "curves", "--out", str(tmp_path / "c.png")]) == 2
+    assert "needs --run" in capsys.readouterr().err

@@ -50,8 +50,9 @@ def moments_figure(model: Any, corpus: Any, out: str | Path, dataset: str = "tvr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not hasattr(model, "vsm_head"):
-        raise HeroError("the moments figure needs a fine-tuned retrieval model (HeroForVcmr)")
+    if not (hasattr(model, "vsm_head") and hasattr(model, "task_config")):
+        raise HeroError(f"the moments figure needs a fine-tuned retrieval model (HeroForVcmr), "
+                        f"not {type(model).__name__}")
     records = [r for r in corpus.annotations(dataset, split) if r.get("ts") is not None]
     if not records:
         raise HeroError(f"{dataset}/{split} has no query with a moment")
