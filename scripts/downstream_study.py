@@ -6,7 +6,11 @@ the pre-trained weights and from scratch with the same budget (longer than the q
 and evaluate on the val split. The baseline is an untrained model (chance) or, for captioning,
 the most frequent training caption. Writes ``OUT/results.json`` and ``OUT/downstream.md``.
 
-    python scripts/downstream_study.py --out runs/downstream [--seeds 0,1,2]
+    python scripts/downstream_study.py --out runs/downstream [--seeds 0,1,2] [--tasks vcmr,video_qa,violin,tvc]
+        [--pretrained 'runs/ablate/runs/pretrain-hero-mlm+mnce+fom+vsm-seed{seed}/model']
+
+``--pretrained`` reuses pre-trained models (one per seed, ``{seed}`` is substituted), e.g. those of
+`hero ablate`, whose pre-training is the same.
 """
 
 from __future__ import annotations
@@ -27,17 +31,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/downstream"))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--tasks", default=",".join(STEPS))
+    parser.add_argument("--pretrained", default=None, help="model directory pattern with {seed}")
     args = parser.parse_args()
     from hero.data.synth import SynthConfig, build
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    tasks = [t for t in args.tasks.split(",") if t]
     budget = Budget(finetune_steps=dict(STEPS))
     out = fresh_dir(args.out)
     t0 = time.perf_counter()
     corpus = build(SynthConfig(seed=0), out / "data", log=lambda *a: None)
-    pre = run_many("pretrain", [(out / f"pretrain-seed{s}", corpus, budget, {"mix": MIX, "seed": s}) for s in seeds],
-                   budget.jobs)
-    cells = [(task, init, s) for task in STEPS for s in seeds for init in ("pretrained", "scratch")]
+    if args.pretrained:
+        pre = [Path(args.pretrained.format(seed=s)) for s in seeds]
+    else:
+        pre = run_many("pretrain", [(out / f"pretrain-seed{s}", corpus, budget, {"mix": MIX, "seed": s})
+                                    for s in seeds], budget.jobs)
+    cells = [(task, init, s) for task in tasks for s in seeds for init in ("pretrained", "scratch")]
     jobs = [(out / f"{task}-{init}-seed{s}", corpus, budget,
              {"task": task, "init": pre[seeds.index(s)] if init == "pretrained" else None, "seed": s})
             for task, init, s in cells]
@@ -49,16 +59,17 @@ def main() -> None:
             values.setdefault(task, {}).setdefault(label, {}).setdefault(init, []).append(v)
     for task, m in zip(STEPS, base):
         for label, v in headline(task, m).items():
-            values[task][label]["baseline"] = [v]
+            values.setdefault(task, {}).setdefault(label, {})["baseline"] = [v]
     lines = ["| task | metric | pre-trained | scratch | baseline |", "|---|---|---:|---:|---:|"]
     for task, labels in values.items():
         for label, cols in labels.items():
             cell = {k: "{:.2f} ± {:.2f}".format(*mean_std(v)) for k, v in cols.items()}
-            lines.append(f"| {TITLES[task]} | {label} | {cell['pretrained']} | {cell['scratch']} "
+            lines.append(f"| {TITLES[task]} | {label} | {cell.get('pretrained', '')} | {cell.get('scratch', '')} "
                          f"| {cols['baseline'][0]:.2f} |")
     seconds = time.perf_counter() - t0
     text = (f"Synthetic corpus (seed 0), hero-small pre-trained {budget.pretrain_steps} steps; fine-tuning steps "
-            f"{STEPS}; seeds {seeds} (mean ± sample std); val split, in %. {seconds / 60:.0f} min on 2 cores.\n\n"
+            f"{ {t: STEPS[t] for t in tasks} }; seeds {seeds} (mean ± sample std); val split, in %. "
+            f"{seconds / 60:.0f} min on 2 cores.\n\n"
             + "\n".join(lines) + "\n")
     write_json(out / "results.json", {"seeds": seeds, "steps": STEPS, "values": values, "seconds": seconds})
     (out / "downstream.md").write_text(text)
