@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,5 +149,7 @@ def test_torchrun_shards_the_videos(video_dir, tmp_path):
     problems = json.loads((out / "problems.json").read_text())
     assert problems["skipped"] == {"unreadable video": 1}  # gathered from the rank that had it
     # each rank printed its own share: 4 videos sorted by id, every 2nd one each
-    shares = [line for line in proc.stdout.splitlines() if line.startswith("extracted")]
+    # (two processes share one pipe, so their lines may interleave: count the reports, not lines)
+    shares = re.findall(r"extracted (\d+) videos .*?(\d+) failed", proc.stdout)
     assert len(shares) == 2
+    assert sorted(int(n) + int(f) for n, f in shares) == [2, 2]
