@@ -36,7 +36,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -431,14 +431,15 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: QaConfig, problems: 
     return items
 
 
-def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
-    """All records of a split, checked (answers may be null): every video in the corpus, qids unique."""
+def checked_records(corpus: Any, dataset: str, split: str, check: Callable[[dict, str], None]) -> list[dict]:
+    """All records of a split, each passed to ``check(record, where)``; every video must be in the
+    corpus and qids unique (shared by QA and VIOLIN inference)."""
     records = corpus.annotations(dataset, split)
     videos = set(corpus.video_ids())
     seen: dict[str, int] = {}
     for i, record in enumerate(records):
         where = _where(dataset, split, i)
-        check_record(record, where, need_answer=False)
+        check(record, where)
         if record["vid"] not in videos:
             raise HeroError(f"{where}: video {record['vid']!r} is not in the corpus")
         qid = str(record["qid"])
@@ -446,6 +447,11 @@ def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
             raise HeroError(f"{where}: qid {qid!r} already appears at line {seen[qid] + 1}")
         seen[qid] = i
     return records
+
+
+def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
+    """All records of a split, checked (answers may be null)."""
+    return checked_records(corpus, dataset, split, lambda r, where: check_record(r, where, need_answer=False))
 
 
 # ---------------------------------------------------------------------------------------------

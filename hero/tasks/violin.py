@@ -43,6 +43,7 @@ from hero.model.hero import VideoInputs
 from hero.model.layers import MLPHead
 from hero.tasks.video_qa import (
     attention_pool,
+    checked_records,
     config_from_dict,
     encode_with_text,
     fused_groups,
@@ -248,19 +249,7 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: ViolinConfig,
 
 def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
     """All records of a split, checked (labels may be null): every video in the corpus, qids unique."""
-    records = corpus.annotations(dataset, split)
-    videos = set(corpus.video_ids())
-    seen: dict[str, int] = {}
-    for i, record in enumerate(records):
-        where = _where(dataset, split, i)
-        check_record(record, where, need_label=False)
-        if record["vid"] not in videos:
-            raise HeroError(f"{where}: video {record['vid']!r} is not in the corpus")
-        qid = str(record["qid"])
-        if qid in seen:
-            raise HeroError(f"{where}: qid {qid!r} already appears at line {seen[qid] + 1}")
-        seen[qid] = i
-    return records
+    return checked_records(corpus, dataset, split, lambda r, where: check_record(r, where, need_label=False))
 
 
 # ---------------------------------------------------------------------------------------------
