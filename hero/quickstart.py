@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hero.experiments import Budget, baseline, finetune_many, fresh_dir, headline, pretrain, write_json
+from hero.experiments import Budget, baseline, finetune_many, fresh_dir, headline, pretrain, write_json, write_text
 
 TASKS = ("vcmr", "video_qa", "tvc")
 MIX = {"mlm": 2.0, "mfm-nce": 2.0, "fom": 1.0, "vsm": 2.0}
@@ -79,9 +79,7 @@ Time: {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}.
 {fig_md}
 """
     path = out / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text(path, text)
     return path
 
 

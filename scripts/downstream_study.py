@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from hero.experiments import Budget, fresh_dir, headline, mean_std, run_many, write_json
+from hero.experiments import Budget, fresh_dir, headline, mean_std, run_many, write_json, write_text
 
 STEPS = {"vcmr": 1500, "video_qa": 800, "violin": 1200, "tvc": 600}
 TITLES = {"vcmr": "moment retrieval (tvr)", "video_qa": "video QA (tvqa)", "violin": "VIOLIN (violin)",
@@ -72,7 +72,7 @@ def main() -> None:
             f"{seconds / 60:.0f} min on 2 cores.\n\n"
             + "\n".join(lines) + "\n")
     write_json(out / "results.json", {"seeds": seeds, "steps": STEPS, "values": values, "seconds": seconds})
-    (out / "downstream.md").write_text(text)
+    write_text(out / "downstream.md", text)
     print(text)
 
 
