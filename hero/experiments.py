@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import shutil
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hero.io import write_json_atomic, write_text_atomic
 from hero.train.config import ModelSpec, OptimConfig, TrainConfig
 
 
@@ -217,12 +217,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary sibling renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write ``text`` to ``path`` atomically (`hero.io.write_text_atomic`)."""
+    write_text_atomic(path, text)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_json_atomic(path, obj, indent=2)

@@ -88,7 +88,7 @@ def test_unreadable_files_are_named(tmp_path):
     pred.write_text(json.dumps({"1": 0}))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(QA_GT[0]) + "\n{oops\n")
-    with pytest.raises(HeroError, match=r"bad\.jsonl:2: not valid JSON"):
+    with pytest.raises(HeroError, match=r"bad\.jsonl:2: invalid JSON"):
         evaluate_qa_files(pred, bad)
     bad.write_text(json.dumps(QA_GT[0]) + "\n[1, 2]\n")
     with pytest.raises(HeroError, match=r"bad\.jsonl:2: expected a JSON object"):

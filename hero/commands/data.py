@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hero.errors import HeroError
+from hero.io import read_jsonl
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build": ("per-video features + subtitles (+ annotations) -> corpus directory", "hero.commands.data:build"),
@@ -127,14 +128,7 @@ def read_annotation_dirs(dirs: list[Path]) -> dict[str, dict[str, list[dict]]]:
             dataset, split = f.parent.name, f.stem
             if split in out.get(dataset, {}):
                 raise HeroError(f"{f}: {dataset}/{split} was already given by another directory")
-            records = []
-            for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except ValueError as err:
-                        raise HeroError(f"{f}:{i}: invalid JSON ({err})") from err
-            out.setdefault(dataset, {})[split] = records
+            out.setdefault(dataset, {})[split] = read_jsonl(f)
     return out
 
 

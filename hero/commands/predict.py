@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     from hero.data.corpus import Corpus
     from hero.errors import HeroError
+    from hero.io import write_json_atomic
     from hero.train.distributed import setup
-    from hero.train.finetune import load_task_model, write_json_atomic
+    from hero.train.finetune import load_task_model
 
     overrides = {}
     for kv in args.task_config:

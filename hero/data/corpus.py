@@ -10,7 +10,6 @@ reads the reference implementation's stores directly (`hero.data.reference_db`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from hero.config import TextTokens
 from hero.data.batch import Clip
 from hero.data.stores import FORMAT_VERSION, SubtitleStore, VideoFeatureStore, read_json
 from hero.errors import HeroError
+from hero.io import read_jsonl
 
 CORPUS_FORMAT = "hero-corpus"
 
@@ -40,19 +40,6 @@ def read_corpus_json(root: Path) -> dict[str, Any]:
         raise HeroError(f"{path}: corpus format_version {data.get('format_version')!r}, this hero reads "
                         f"{FORMAT_VERSION}")
     return data
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except ValueError as err:
-                raise HeroError(f"{path}:{i}: invalid JSON ({err})") from err
-    return records
 
 
 class Corpus:
@@ -225,7 +212,7 @@ class Corpus:
 
                 self._annotations[key] = read_reference_annotations(ReferenceTxtDb(path), dataset)
             else:
-                self._annotations[key] = _read_jsonl(path)
+                self._annotations[key] = read_jsonl(path)
         return self._annotations[key]
 
     def __repr__(self) -> str:

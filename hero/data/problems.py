@@ -12,12 +12,12 @@ output as ``problems.json``.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hero.errors import HeroError
+from hero.io import write_json_atomic
 
 MAX_EXAMPLES = 20
 """How many locations are kept per kind of problem (the count is always exact)."""
@@ -82,8 +82,5 @@ class Problems:
                 "examples": self.examples}
 
     def write(self, path: str | Path) -> None:
-        """Write ``to_dict()`` as JSON (atomically: temp file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        """Write ``to_dict()`` as JSON (atomically: temp file, then rename); the directory must exist."""
+        write_json_atomic(path, self.to_dict(), indent=2, sort_keys=True, mkdir=False)

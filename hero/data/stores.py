@@ -34,6 +34,7 @@ import msgpack
 import numpy as np
 
 from hero.errors import HeroError
+from hero.io import write_json_atomic
 
 VIDEO_FORMAT = "hero-video-store"
 SUBTITLE_FORMAT = "hero-subtitle-store"
@@ -124,7 +125,7 @@ def _check_format(data: Any, expected: str, where: str) -> None:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as err:
@@ -132,10 +133,8 @@ def read_json(path: Path) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp sibling, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    """Write a store's JSON file (``indent=1``, sorted keys, UTF-8) atomically; the directory must exist."""
+    write_json_atomic(path, data, indent=1, sort_keys=True, ensure_ascii=False, mkdir=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,8 +18,6 @@ therefore be writable (it is inside a virtual environment).
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 import shutil
 import warnings
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hero.errors import HeroError
+from hero.io import iter_jsonl, write_json_atomic
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 """Metric names of the official evaluator, in its order."""
@@ -226,22 +225,10 @@ def _meteor(gts: dict, res: dict) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: str | Path):
-    path = Path(path)
-    if not path.is_file():
-        raise HeroError(f"{path}: no such file")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise HeroError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise HeroError(f"{path}:{lineno}: expected a JSON object, found {type(record).__name__}")
-            yield f"{path}:{lineno}", record
+def _records(path: str | Path):
+    """``(where, record)`` of a JSONL file, ``where`` being ``file:line`` for error messages."""
+    for lineno, record in iter_jsonl(path):
+        yield f"{path}:{lineno}", record
 
 
 def _descs(record: dict, where: str, keys: tuple[str, ...]) -> list[str]:
@@ -277,7 +264,7 @@ def load_tvc_predictions(path: str | Path) -> dict[Hashable, str]:
     an error (the official evaluator would silently keep the last).
     """
     out: dict[Hashable, str] = {}
-    for where, record in _read_jsonl(path):
+    for where, record in _records(path):
         clip_id = _clip_id(record, where)
         if clip_id in out:
             raise HeroError(f"{where}: clip_id {clip_id!r} predicted twice")
@@ -289,7 +276,7 @@ def load_tvc_references(path: str | Path) -> dict[Hashable, list[str]]:
     """Official TVC reference JSONL (``{"clip_id", "descs": [{"desc", ...}, ...]}``), or a corpus
     annotation file (``"captions"`` instead of ``"descs"``); ``.gz`` accepted."""
     out: dict[Hashable, list[str]] = {}
-    for where, record in _read_jsonl(path):
+    for where, record in _records(path):
         clip_id = _clip_id(record, where)
         if clip_id in out:
             raise HeroError(f"{where}: clip_id {clip_id!r} appears twice")
@@ -304,9 +291,5 @@ def evaluate_files(pred_path: str | Path, gt_path: str | Path, out_path: str | P
     metrics = caption_metrics(load_tvc_predictions(pred_path), load_tvc_references(gt_path), java=java,
                               meteor=meteor)
     if out_path is not None:
-        out_path = Path(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_name(f".{out_path.name}.tmp")
-        tmp.write_text(json.dumps(metrics, indent=4) + "\n")
-        tmp.replace(out_path)
+        write_json_atomic(out_path, metrics, indent=4)
     return metrics

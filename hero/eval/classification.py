@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hero.errors import HeroError
+from hero.io import iter_jsonl, write_json_atomic
 
 Where = Callable[[int], str]
 
@@ -203,37 +204,16 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_ground_truth(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[int]]:
     """Annotation records, one JSON object per line (blank lines skipped), and their line numbers."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise HeroError(f"{path}: cannot read the ground truth ({err.strerror or err})") from None
     records, numbers = [], []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise HeroError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise HeroError(f"{path}:{n}: expected a JSON object, got a {type(record).__name__}")
+    for n, record in iter_jsonl(path):
         records.append(record)
         numbers.append(n)
     return records, numbers
 
 
 def write_metrics(metrics: dict[str, float], out: str | os.PathLike) -> None:
-    """Write metrics as JSON, atomically (temporary sibling, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write metrics as JSON (``indent=2``, sorted keys), atomically."""
+    write_json_atomic(out, metrics, indent=2, sort_keys=True)
 
 
 def _evaluate_files(score, pred_path, gt_path, out) -> dict[str, float]:

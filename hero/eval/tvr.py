@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hero.errors import HeroError
+from hero.io import iter_jsonl, write_json_atomic
 
 TASK_TYPES = ("VCMR", "SVMR", "VR")
 DESC_TYPES = ("v", "t", "vt")
@@ -126,27 +127,13 @@ def parse_ground_truth(records: Iterable[Mapping[str, Any]], where: Sequence[str
     return gt
 
 
-def _read_json_lines(path: Path) -> tuple[list[dict], list[str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    records, where = [], []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise HeroError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-            where.append(f"{path}:{lineno}")
-    return records, where
-
-
 def load_ground_truth(path: str | Path) -> GroundTruth:
     """GT JSONL (``.gz`` accepted): official TVR records or corpus annotations; errors name ``file:line``."""
     path = Path(path)
-    if not path.is_file():
-        raise HeroError(f"{path}: no such file")
-    records, where = _read_json_lines(path)
+    records, where = [], []
+    for lineno, record in iter_jsonl(path):
+        records.append(record)
+        where.append(f"{path}:{lineno}")
     if not records:
         raise HeroError(f"{path}: no records")
     return parse_ground_truth(records, where)
@@ -489,18 +476,5 @@ def evaluate_files(submission_path: str | Path, gt_path: str | Path, out_path: s
     except HeroError as err:
         raise HeroError(f"{submission_path}: {err}") from None
     if out_path is not None:
-        write_json_atomic(metrics, out_path)
+        write_json_atomic(out_path, metrics, indent=4)
     return metrics
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    """``json.dumps(obj, indent=4)`` written to a temporary sibling and renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=4) + "\n")
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

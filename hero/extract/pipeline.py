@@ -44,6 +44,7 @@ from hero.data.problems import Problems
 from hero.errors import HeroError
 from hero.extract.backbones import Backbone, build_backbone
 from hero.extract.video import VideoError, VideoInfo, decode_samples, list_videos, probe_fps
+from hero.io import write_json_atomic
 
 META_FORMAT = "hero-extract"
 META_VERSION = 1
@@ -135,7 +136,7 @@ def check_or_write_meta(out: Path, settings: dict[str, Any], write: bool) -> Non
                 "layout": "reference per-video npz: <feature dir>/<vid>.npz {'features': (n, d) float16}",
                 "frame_rule": "n = max(1, floor(duration / interval + 1/2))",
                 "created_by": {"hero": __version__, "torch": torch.__version__, "av": av.__version__}}
-        _atomic_write(path, (json.dumps(meta, indent=2) + "\n").encode())
+        write_json_atomic(path, meta, indent=2, mkdir=False)
 
 
 def _first_difference(a: Any, b: Any, where: str = "settings") -> str:
@@ -148,15 +149,6 @@ def _first_difference(a: Any, b: Any, where: str = "settings") -> str:
             if x != y:
                 return _first_difference(x, y, f"{where}[{i}]")
     return f"{where}: was {a!r}, now {b!r}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_npz(path: Path, features: np.ndarray) -> None:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.errors import HeroError
+from hero.io import write_text_atomic
 from hero.model.baselines import build_backbone
 from hero.model.checkpoint import (
     CheckpointError,
@@ -644,17 +645,7 @@ def predict(model: HeroForTvc, corpus: Any, dataset: str, split: str, cfg: TvcCo
 
 def write_predictions(predictions: list[dict], path: str | os.PathLike) -> None:
     """Write predictions as official TVC JSONL (one clip per line), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for p in predictions:
-                f.write(json.dumps(p) + "\n")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(json.dumps(p) + "\n" for p in predictions))
 
 
 def references(corpus: Any, dataset: str, split: str) -> dict[Hashable, list[str]]:

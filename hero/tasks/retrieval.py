@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.errors import HeroError
+from hero.io import write_text_atomic
 from hero.model.baselines import build_backbone
 from hero.model.checkpoint import PretrainedMixin
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
@@ -670,18 +671,6 @@ def apply_nms(predictions: dict[str, Any], cfg: RetrievalConfig) -> dict[str, An
     return out
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def nms_path(path: str | os.PathLike) -> Path:
     """Where `write_predictions` puts the NMS'ed submission next to ``path``: ``<stem>_nms<suffix>``."""
     path = Path(path)
@@ -691,10 +680,10 @@ def nms_path(path: str | os.PathLike) -> Path:
 def write_predictions(predictions: dict[str, Any], path: str | os.PathLike, cfg: RetrievalConfig | None = None) -> None:
     """Write the submission JSON atomically; with NMS on (``nms_thd ≠ −1``) and moment lists
     present, also the NMS'ed submission at `nms_path`."""
-    _write_json_atomic(Path(path), predictions)
+    write_text_atomic(path, json.dumps(predictions))
     cfg = cfg or RetrievalConfig()
     if cfg.nms_thd != -1 and ("VCMR" in predictions or "SVMR" in predictions):
-        _write_json_atomic(nms_path(path), apply_nms(predictions, cfg))
+        write_text_atomic(nms_path(path), json.dumps(apply_nms(predictions, cfg)))
 
 
 def ground_truth(corpus: Any, dataset: str, split: str) -> list[dict]:

@@ -33,7 +33,6 @@ frames, ``T`` QA tokens, ``D`` hidden.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.data.problems import Problems
 from hero.errors import HeroError
+from hero.io import write_json_atomic
 from hero.model.baselines import build_backbone
 from hero.model.checkpoint import (
     CheckpointError,
@@ -516,15 +516,7 @@ def predict(model: HeroForVideoQa, corpus: Any, dataset: str, split: str, cfg: Q
 
 def write_predictions(predictions: dict[str, int], path: str | os.PathLike) -> None:
     """Write ``{qid: prediction}`` as one JSON object, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(predictions) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, predictions)
 
 
 def evaluate(predictions: dict[str, int], corpus: Any, dataset: str, split: str, cfg: QaConfig) -> dict[str, float]:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from hero.errors import HeroError
+from hero.io import write_text_atomic
 from hero.model.checkpoint import write_model_files
 
 FORMAT = "hero-train-state"
@@ -46,15 +47,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def step_name(step: int) -> str:
@@ -119,7 +111,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_text_atomic(root / LATEST, final.name + "\n")
+    write_text_atomic(root / LATEST, final.name + "\n", mkdir=False, fsync=True)
     prune(root, keep_last)
     return final
 

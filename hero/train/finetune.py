@@ -14,7 +14,6 @@ resumed run sees exactly the batches of an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from hero.errors import HeroError
+from hero.io import write_json_atomic
 from hero.tasks import get_task
 from hero.train.build import hero_config, initialise
 from hero.train.config import ModelSpec, OptimConfig, TrainConfig, from_dict
@@ -156,13 +156,6 @@ def load_task_model(directory: str | Path, task_overrides: dict[str, Any] | None
     model = task.model_class(HeroConfig.from_dict(meta["config"]), cfg)
     load_weights(model, directory, strict=True)
     return task, cfg, model
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj) + "\n")
-    tmp.replace(path)
 
 
 def run_finetune(config: FinetuneConfig, log=print) -> dict[str, Any]:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hero.io import write_text_atomic
+
 LOG_FILE = "log.jsonl"
 
 
@@ -30,9 +32,7 @@ def truncate_log(path: Path, last_step: int) -> None:
             continue  # a line cut short by a kill
         if rec.get("step", 0) <= last_step:
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(k + "\n" for k in kept))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(k + "\n" for k in kept))
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from hero.errors import HeroError
+from hero.io import write_text_atomic
 from hero.objectives import OBJECTIVES, HeroForPretraining
 from hero.objectives.fom import FomConfig
 from hero.objectives.mfm import MffrConfig, MfmConfig
@@ -88,10 +89,7 @@ def write_or_check_config(run_dir: Path, config: Any) -> None:
             diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:10])
             raise HeroError(f"{run_dir} holds a run with a different config ({diffs}); resume it with the same "
                             f"config or choose a new output_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".config.yaml.tmp")
-    tmp.write_text(dump_config(config))
-    tmp.replace(path)
+    write_text_atomic(path, dump_config(config))
 
 
 def pretraining_videos(corpus: Any, which: str) -> list[str]:

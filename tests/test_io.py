@@ -1,0 +1,91 @@
+"""hero.io: atomic writers and the checked JSONL reader."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from hero.errors import HeroError
+from hero.io import iter_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+
+
+def test_write_json_atomic_writes_the_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "sub" / "out.json"  # parents are created
+    assert write_json_atomic(path, {"b": 1, "a": "é"}) == path
+    assert path.read_text(encoding="utf-8") == '{"b": 1, "a": "\\u00e9"}\n'
+    write_json_atomic(path, {"b": 1, "a": "é"}, indent=1, sort_keys=True, ensure_ascii=False)
+    assert path.read_text(encoding="utf-8") == '{\n "a": "é",\n "b": 1\n}\n'
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "out.json"
+    write_json_atomic(path, {"old": True})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"new": object()})  # not JSON-able
+    with pytest.raises(ValueError):
+        write_json_atomic(path, _circular())  # circular reference
+    assert json.loads(path.read_text()) == {"old": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_failed_rename_leaves_no_temporary(tmp_path):
+    target = tmp_path / "taken"
+    (target / "inside").mkdir(parents=True)  # a non-empty directory cannot be replaced by a file
+    with pytest.raises(OSError):
+        write_text_atomic(target, "text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def _circular() -> list:
+    a: list = []
+    a.append(a)
+    return a
+
+
+def test_write_text_atomic_options(tmp_path):
+    path = tmp_path / "missing" / "latest"
+    with pytest.raises(FileNotFoundError):
+        write_text_atomic(path, "x\n", mkdir=False)
+    assert not path.parent.exists()
+    write_text_atomic(path, "step-1\n", fsync=True)
+    assert path.read_text() == "step-1\n"
+    write_text_atomic(path, "step-2\n")  # replaces
+    assert path.read_text() == "step-2\n"
+    assert [p.name for p in path.parent.iterdir()] == ["latest"]
+
+
+def test_read_jsonl_records_and_line_numbers(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"x": 1}\n\n  \n{"x": 2}\n', encoding="utf-8")
+    assert read_jsonl(path) == [{"x": 1}, {"x": 2}]
+    assert list(iter_jsonl(path)) == [(1, {"x": 1}), (4, {"x": 2})]
+    gz = tmp_path / "a.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as f:
+        f.write('{"x": 3}\n')
+    assert read_jsonl(gz) == [{"x": 3}]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"x": 1}\n\n{oops\n', r"bad\.jsonl:3: invalid JSON \(Expecting property name .* at column 2\)"),
+    ('{"x": 1}\n[1, 2]\n', r"bad\.jsonl:2: expected a JSON object, got a list"),
+])
+def test_read_jsonl_errors_name_file_and_line(tmp_path, text, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(HeroError, match=message) as err:
+        read_jsonl(path)
+    assert str(err.value).startswith(f"{path}:")
+
+
+def test_read_jsonl_unreadable_files(tmp_path):
+    with pytest.raises(HeroError, match=r"absent\.jsonl: no such file"):
+        read_jsonl(tmp_path / "absent.jsonl")
+    with pytest.raises(HeroError, match=r"cannot read"):
+        read_jsonl(tmp_path)  # a directory
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"x": "é"}\n'.encode("latin-1"))
+    with pytest.raises(HeroError, match=r"latin\.jsonl: not UTF-8 text"):
+        read_jsonl(latin)
