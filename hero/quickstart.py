@@ -3,7 +3,8 @@
 1. generate the synthetic "TV show" corpus (`hero.data.synth`; nothing is downloaded);
 2. pre-train a small HERO with all four objectives (MLM, MNCE, FOM, VSM mixed 2:2:1:2);
 3. fine-tune and evaluate video corpus moment retrieval (TVR-style), multiple-choice QA
-   (TVQA-style) and captioning (TVC-style; VIOLIN with ``--tasks``), each twice with the same budget:
+   (TVQA-style), video-language inference (VIOLIN-style) and captioning (TVC-style), each twice
+   with the same budget:
    from the pre-trained weights and from scratch, next to a no-learning baseline (an untrained
    model; for captioning, the most frequent training caption);
 4. print the results table and write, under the run folder: ``results.json`` (per task and
@@ -21,7 +22,7 @@ from typing import Any
 
 from hero.experiments import Budget, baseline, finetune_many, fresh_dir, headline, pretrain, write_json, write_text
 
-TASKS = ("vcmr", "video_qa", "tvc")
+TASKS = ("vcmr", "video_qa", "violin", "tvc")
 MIX = {"mlm": 2.0, "mfm-nce": 2.0, "fom": 1.0, "vsm": 2.0}
 TASK_TITLES = {"vcmr": "moment retrieval (tvr)", "video_qa": "video QA (tvqa)", "violin": "VIOLIN (violin)",
                "tvc": "captioning (tvc)"}

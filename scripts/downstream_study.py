@@ -7,9 +7,10 @@ and evaluate on the val split. The baseline is an untrained model (chance) or, f
 the most frequent training caption. Writes ``OUT/results.json`` and ``OUT/downstream.md``.
 
     python scripts/downstream_study.py --out runs/downstream [--seeds 0,1,2] [--tasks vcmr,video_qa,violin,tvc]
-        [--pretrained 'runs/ablate/runs/pretrain-hero-mlm+mnce+fom+vsm-seed{seed}/model']
+        [--steps vcmr=600,video_qa=400] [--pretrained 'runs/downstream/pretrain-seed{seed}/model']
 
-``--pretrained`` reuses pre-trained models (one per seed, ``{seed}`` is substituted), e.g. those of
+``--steps`` overrides fine-tuning budgets (default: ``STEPS``). ``--pretrained`` reuses pre-trained
+models (one per seed, ``{seed}`` is substituted), e.g. those of an earlier run of this script or of
 `hero ablate`, whose pre-training is the same.
 """
 
@@ -32,13 +33,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/downstream"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tasks", default=",".join(STEPS))
+    parser.add_argument("--steps", default="", help="fine-tuning steps per task, e.g. vcmr=600,video_qa=400")
     parser.add_argument("--pretrained", default=None, help="model directory pattern with {seed}")
     args = parser.parse_args()
+    steps = dict(STEPS)
+    for item in filter(None, args.steps.split(",")):
+        task, _, n = item.partition("=")
+        if task not in STEPS or not n.isdigit():
+            parser.error(f"--steps: expected task=N with a task of {sorted(STEPS)}, got {item!r}")
+        steps[task] = int(n)
     from hero.data.synth import SynthConfig, build
 
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks = [t for t in args.tasks.split(",") if t]
-    budget = Budget(finetune_steps=dict(STEPS))
+    budget = Budget(finetune_steps=steps)
     out = fresh_dir(args.out)
     t0 = time.perf_counter()
     corpus = build(SynthConfig(seed=0), out / "data", log=lambda *a: None)
@@ -52,12 +60,12 @@ def main() -> None:
              {"task": task, "init": pre[seeds.index(s)] if init == "pretrained" else None, "seed": s})
             for task, init, s in cells]
     metrics = run_many("finetune", jobs, budget.jobs)
-    base = run_many("baseline", [(out, corpus, budget, {"task": t, "seed": 0}) for t in STEPS], budget.jobs)
+    base = run_many("baseline", [(out, corpus, budget, {"task": t, "seed": 0}) for t in tasks], budget.jobs)
     values: dict[str, dict[str, dict[str, list[float]]]] = {}
     for (task, init, _), m in zip(cells, metrics):
         for label, v in headline(task, m).items():
             values.setdefault(task, {}).setdefault(label, {}).setdefault(init, []).append(v)
-    for task, m in zip(STEPS, base):
+    for task, m in zip(tasks, base):
         for label, v in headline(task, m).items():
             values.setdefault(task, {}).setdefault(label, {})["baseline"] = [v]
     lines = ["| task | metric | pre-trained | scratch | baseline |", "|---|---|---:|---:|---:|"]
@@ -68,10 +76,11 @@ def main() -> None:
                          f"| {cols['baseline'][0]:.2f} |")
     seconds = time.perf_counter() - t0
     text = (f"Synthetic corpus (seed 0), hero-small pre-trained {budget.pretrain_steps} steps; fine-tuning steps "
-            f"{ {t: STEPS[t] for t in tasks} }; seeds {seeds} (mean ± sample std); val split, in %. "
+            f"{ {t: steps[t] for t in tasks} }; seeds {seeds} (mean ± sample std); val split, in %. "
             f"{seconds / 60:.0f} min on 2 cores.\n\n"
             + "\n".join(lines) + "\n")
-    write_json(out / "results.json", {"seeds": seeds, "steps": STEPS, "values": values, "seconds": seconds})
+    write_json(out / "results.json",
+               {"seeds": seeds, "steps": {t: steps[t] for t in tasks}, "values": values, "seconds": seconds})
     write_text(out / "downstream.md", text)
     print(text)
 

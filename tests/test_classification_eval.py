@@ -131,6 +131,12 @@ def test_qa_file_round_trip_writes_the_metrics_atomically(tmp_path):
 def test_violin_accuracy_and_errors(tmp_path):
     preds = {r["qid"]: r["label"] for r in VIOLIN_GT}
     assert violin_accuracy(preds, VIOLIN_GT) == {"accuracy": 100.0, "num_statements": 6.0}
+    # per statement kind, where the records carry one (the synthetic corpus's do)
+    kinds = [{**r, "kind": "scene" if r["vid"] == "c0" else "event"} for r in VIOLIN_GT]
+    flipped = {**preds, "c1-1": 0}
+    assert violin_accuracy(flipped, kinds) == pytest.approx({
+        "accuracy": 500 / 6, "num_statements": 6.0, "accuracy/event": 75.0, "num_statements/event": 4.0,
+        "accuracy/scene": 100.0, "num_statements/scene": 2.0})
     preds["c1-0"] = 1
     assert violin_accuracy(preds, VIOLIN_GT)["accuracy"] == pytest.approx(500 / 6)
     gt = write_jsonl(tmp_path / "violin.jsonl", VIOLIN_GT)

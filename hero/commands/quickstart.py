@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps (default: the quickstart's)")
     p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of every task")
-    p.add_argument("--tasks", default="vcmr,video_qa,tvc",
+    p.add_argument("--tasks", default="vcmr,video_qa,violin,tvc",
                    help="comma-separated tasks to fine-tune (vcmr, video_qa, violin, tvc)")
 
 

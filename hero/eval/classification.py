@@ -158,7 +158,8 @@ def qa_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
 def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
                     pred_source: str = "predictions", gt_source: str = "ground truth",
                     where: Where | None = None) -> dict[str, float]:
-    """Accuracy (%) of ``{qid: 0 | 1}`` against VIOLIN records (``label`` 0 or 1).
+    """Accuracy (%) of ``{qid: 0 | 1}`` against VIOLIN records (``label`` 0 or 1), overall and per
+    statement ``kind`` where the records carry one (the synthetic corpus does; VIOLIN does not).
 
     Raises:
         HeroError: missing, unknown or repeated qids; a prediction or label that is not 0 or 1.
@@ -167,6 +168,7 @@ def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any
     qids = _gt_qids(records, where)
     by_qid = _check_keys(preds, qids, pred_source, gt_source)
     hits = 0
+    per_kind: dict[str, list[int]] = {}
     for i, (q, record) in enumerate(zip(qids, records)):
         gold = record.get("label")
         if not _is_int(gold) or gold not in (0, 1):
@@ -175,10 +177,20 @@ def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any
         pred = by_qid[q]
         if not _is_int(pred) or pred not in (0, 1):
             raise HeroError(f"{pred_source}: qid {q!r}: the prediction must be 0 or 1, got {pred!r}")
-        hits += int(pred == gold)
+        hit = int(pred == gold)
+        hits += hit
+        if record.get("kind") is not None:
+            counts = per_kind.setdefault(str(record["kind"]), [0, 0])
+            counts[0] += hit
+            counts[1] += 1
     if not qids:
         raise HeroError(f"{gt_source}: no statement to score")
-    return {"accuracy": 100.0 * hits / len(qids), "num_statements": float(len(qids))}
+    out = {"accuracy": 100.0 * hits / len(qids), "num_statements": float(len(qids))}
+    for kind in sorted(per_kind):
+        k_hits, n = per_kind[kind]
+        out[f"accuracy/{kind}"] = 100.0 * k_hits / n
+        out[f"num_statements/{kind}"] = float(n)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
