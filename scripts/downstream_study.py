@@ -80,7 +80,9 @@ def main() -> None:
             f"{seconds / 60:.0f} min on 2 cores.\n\n"
             + "\n".join(lines) + "\n")
     write_json(out / "results.json",
-               {"seeds": seeds, "steps": {t: steps[t] for t in tasks}, "values": values, "seconds": seconds})
+               {"seeds": seeds, "steps": {t: steps[t] for t in tasks}, "values": values, "seconds": seconds,
+                # every metric of every run (e.g. per-type QA and per-kind VIOLIN accuracies)
+                "runs": {f"{task}-{init}-seed{s}": m for (task, init, s), m in zip(cells, metrics)}})
     write_text(out / "downstream.md", text)
     print(text)
 
