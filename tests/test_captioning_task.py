@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_clips
+from fake_corpus import FakeCorpus
 from reference_layout import reference_layout
 
-from hero.config import TextTokens
 from hero.data.batch import Clip, collate_video, pad_token_rows
 from hero.errors import HeroError
 from hero.model.checkpoint import load_weights
@@ -46,27 +46,6 @@ class FakeTokenizer:
         return " ".join(f"w{i}" for i in ids)
 
 
-class FakeCorpus:
-    """The duck-typed corpus interface the task uses (DEVELOPERS.md, "A prepared dataset directory")."""
-
-    frame_interval = 1.5
-
-    def __init__(self, clips, annotations, vocab_size):
-        self._clips = {c.vid: c for c in clips}
-        self._annotations = annotations
-        self.tokens = TextTokens(mask_id=vocab_size - 1, random_range=(4, vocab_size - 1))
-        self.tokenizer = FakeTokenizer(vocab_size)
-
-    def clip(self, vid):
-        return self._clips[vid]
-
-    def annotations(self, dataset, split):
-        return self._annotations[(dataset, split)]
-
-    def video_ids(self):
-        return list(self._clips)
-
-
 def caption(ids, desc_id=0):
     return {"desc_id": desc_id, "desc": " ".join(f"w{i}" for i in ids), "input_ids": list(ids)}
 
@@ -84,7 +63,8 @@ def corpus(tiny_config):
         {"clip_id": 13, "vid": vids[2], "ts": [500.0, 510.0], "duration": 600.0,  # beyond the video
          "captions": [caption([30, 31], 104)]},
     ]
-    return FakeCorpus(clips, {("tvc", "train"): train, ("tvc", "val"): train[:3]}, tiny_config.vocab_size)
+    return FakeCorpus(clips, {("tvc", "train"): train, ("tvc", "val"): train[:3]}, tiny_config.vocab_size,
+                      tokenizer=FakeTokenizer(tiny_config.vocab_size))
 
 
 # The moments of `corpus`'s captions in batch order, derived by hand from the reference rule

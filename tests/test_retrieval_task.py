@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_clips
+from fake_corpus import FakeCorpus
 
-from hero.config import TextTokens
 from hero.errors import HeroError
 from hero.objectives.vsm import global_scores
 from hero.tasks import get_task, task_of_model
@@ -36,26 +36,6 @@ from hero.tasks.retrieval import (
     training_span,
     video_groups,
 )
-
-
-class FakeCorpus:
-    """The duck-typed corpus interface the task uses (DEVELOPERS.md, "A prepared dataset directory")."""
-
-    frame_interval = 1.5
-
-    def __init__(self, clips, annotations, vocab_size):
-        self._clips = {c.vid: c for c in clips}
-        self._annotations = annotations
-        self.tokens = TextTokens(mask_id=vocab_size - 1, random_range=(4, vocab_size - 1))
-
-    def clip(self, vid):
-        return self._clips[vid]
-
-    def annotations(self, dataset, split):
-        return self._annotations[(dataset, split)]
-
-    def video_ids(self):
-        return list(self._clips)
 
 
 def query(qid, vid, ids, ts, type_="v", duration=30.0):

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fake_corpus import FakeCorpus
 
 from hero.errors import HeroError
 from hero.search import IndexWriter, SearchIndex, build_index
@@ -179,23 +180,6 @@ def test_index_files_are_checked(tmp_path, tiny_config):
     with pytest.raises(HeroError, match="non-finite"), IndexWriter(tmp_path / "bad", 4) as writer:
         writer.add("v", np.full((2, 4), np.nan))
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad.tmp*"))
-
-
-class FakeCorpus:
-    frame_interval = 1.5
-
-    def __init__(self, clips, tokenizer=None):
-        from hero.config import TextTokens
-
-        self._clips = {c.vid: c for c in clips}
-        self.tokenizer = tokenizer
-        self.tokens = tokenizer.tokens if tokenizer is not None else TextTokens()
-
-    def clip(self, vid):
-        return self._clips[vid]
-
-    def video_ids(self):
-        return list(self._clips)
 
 
 def test_built_index_matches_corpus_inference_and_guards_its_model(tmp_path, tiny_config):

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_clips
+from fake_corpus import FakeCorpus
 from reference_layout import reference_layout
 
-from hero.config import TextTokens
 from hero.data.batch import Clip
 from hero.data.problems import Problems
 from hero.errors import HeroError
@@ -39,26 +39,6 @@ from hero.train.finetune import FinetuneConfig, task_settings
 from hero.train.optim import param_groups
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "finetune"
-
-
-class FakeCorpus:
-    """The duck-typed corpus interface the task uses (DEVELOPERS.md, "A prepared dataset directory")."""
-
-    frame_interval = 1.5
-
-    def __init__(self, clips, annotations, vocab_size):
-        self._clips = {c.vid: c for c in clips}
-        self._annotations = annotations
-        self.tokens = TextTokens(mask_id=vocab_size - 1, random_range=(4, vocab_size - 1))
-
-    def clip(self, vid):
-        return self._clips[vid]
-
-    def annotations(self, dataset, split):
-        return self._annotations[(dataset, split)]
-
-    def video_ids(self):
-        return list(self._clips)
 
 
 def question(qid, vid, q, answers, answer_idx, ts=None, q_type=None):
