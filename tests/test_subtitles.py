@@ -70,7 +70,7 @@ def test_tvqa_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda lines: lines.__setitem__(1, "{not json"), ":2: not valid JSON"),
+    (lambda lines: lines.__setitem__(1, "{not json"), ":2: invalid JSON"),
     (lambda lines: lines.__setitem__(1, json.dumps({"sub": []})), ":2: missing or empty 'vid_name'"),
     (lambda lines: lines.__setitem__(0, json.dumps({"vid_name": "a", "sub": [{"text": "x", "start": 1}]})),
      ":1: video 'a' sub\\[0\\]: a subtitle needs"),

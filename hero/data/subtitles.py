@@ -21,7 +21,6 @@ informational: the ``Name :`` prefix of TVQA lines, or the ``<v Name>`` voice of
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hero.errors import HeroError
+from hero.io import iter_jsonl
 
 SUBTITLE_EXTENSIONS = (".jsonl", ".json", ".srt", ".vtt")
 
@@ -83,41 +83,32 @@ def read_tvqa_subtitles(path: str | Path) -> dict[str, list[Subtitle]]:
     """
     path = Path(path)
     out: dict[str, list[Subtitle]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise HeroError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(rec, dict):
-                raise HeroError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            vid = rec.get("vid_name")
-            if not isinstance(vid, str) or not vid:
-                raise HeroError(f"{where}: missing or empty 'vid_name'")
-            subs = rec.get("sub")
-            if not isinstance(subs, list):
-                raise HeroError(f"{where}: video {vid!r}: 'sub' must be a list of subtitles")
-            if vid in out:
-                raise HeroError(f"{where}: video {vid!r} appears a second time")
-            items = []
-            for k, sub in enumerate(subs):
-                swhere = f"{where}: video {vid!r} sub[{k}]"
-                if not isinstance(sub, dict) or not {"text", "start", "end"} <= set(sub):
-                    raise HeroError(f"{swhere}: a subtitle needs 'text', 'start' and 'end'")
-                if not isinstance(sub["text"], str):
-                    raise HeroError(f"{swhere}: 'text' must be a string")
-                start = _time(sub["start"], swhere, "start")
-                end = _time(sub["end"], swhere, "end")
-                if items and start < items[-1].start:
-                    raise HeroError(
-                        f"{swhere}: start {start} is before the previous subtitle's start "
-                        f"{items[-1].start}; subtitles must be sorted by start time"
-                    )
-                items.append(Subtitle(start, end, sub["text"], speaker_of(sub["text"])))
-            out[vid] = items
+    for lineno, rec in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        vid = rec.get("vid_name")
+        if not isinstance(vid, str) or not vid:
+            raise HeroError(f"{where}: missing or empty 'vid_name'")
+        subs = rec.get("sub")
+        if not isinstance(subs, list):
+            raise HeroError(f"{where}: video {vid!r}: 'sub' must be a list of subtitles")
+        if vid in out:
+            raise HeroError(f"{where}: video {vid!r} appears a second time")
+        items = []
+        for k, sub in enumerate(subs):
+            swhere = f"{where}: video {vid!r} sub[{k}]"
+            if not isinstance(sub, dict) or not {"text", "start", "end"} <= set(sub):
+                raise HeroError(f"{swhere}: a subtitle needs 'text', 'start' and 'end'")
+            if not isinstance(sub["text"], str):
+                raise HeroError(f"{swhere}: 'text' must be a string")
+            start = _time(sub["start"], swhere, "start")
+            end = _time(sub["end"], swhere, "end")
+            if items and start < items[-1].start:
+                raise HeroError(
+                    f"{swhere}: start {start} is before the previous subtitle's start "
+                    f"{items[-1].start}; subtitles must be sorted by start time"
+                )
+            items.append(Subtitle(start, end, sub["text"], speaker_of(sub["text"])))
+        out[vid] = items
     return out
 
 
