@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hero.experiments import Budget, fresh_dir, headline, mean_std, run_many, write_json, write_text
+from hero.experiments import Budget, fresh_dir, headline, mean_std, run_many, write_json
+from hero.io import write_text_atomic
 
 TABLE1_ROWS: dict[str, dict[str, float] | None] = {
     "none (scratch)": None,
@@ -141,7 +142,7 @@ def run(out_dir: str | Path = "runs/ablate", seeds: Sequence[int] = (0, 1, 2), b
               f"{list(seeds)}: mean ± sample standard deviation over seeds. Val split, in %.\n")
     text = header + "\n" + "\n\n".join(md) + "\n"
     write_json(out / "results.json", results)
-    write_text(out / "ablations.md", text)
+    write_text_atomic(out / "ablations.md", text)
     log("")
     log(text)
     log(f"done in {results['seconds']:.0f} s; tables in {out / 'ablations.md'}, every value in {out / 'results.json'}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hero.io import write_json_atomic, write_text_atomic
+from hero.io import write_json_atomic
 from hero.train.config import ModelSpec, OptimConfig, TrainConfig
 
 
@@ -214,11 +214,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if n < 2:
         return mean, 0.0
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (`hero.io.write_text_atomic`)."""
-    write_text_atomic(path, text)
 
 
 def write_json(path: Path, obj: Any) -> None:

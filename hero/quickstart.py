@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hero.experiments import Budget, baseline, finetune_many, fresh_dir, headline, pretrain, write_json, write_text
+from hero.experiments import Budget, baseline, finetune_many, fresh_dir, headline, pretrain, write_json
+from hero.io import write_text_atomic
 
 TASKS = ("vcmr", "video_qa", "violin", "tvc")
 MIX = {"mlm": 2.0, "mfm-nce": 2.0, "fom": 1.0, "vsm": 2.0}
@@ -80,7 +81,7 @@ Time: {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}.
 {fig_md}
 """
     path = out / "report.md"
-    write_text(path, text)
+    write_text_atomic(path, text)
     return path
 
 

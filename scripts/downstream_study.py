@@ -20,7 +20,8 @@ import argparse
 import time
 from pathlib import Path
 
-from hero.experiments import Budget, fresh_dir, headline, mean_std, run_many, write_json, write_text
+from hero.experiments import Budget, fresh_dir, headline, mean_std, run_many, write_json
+from hero.io import write_text_atomic
 
 STEPS = {"vcmr": 1500, "video_qa": 800, "violin": 1200, "tvc": 600}
 TITLES = {"vcmr": "moment retrieval (tvr)", "video_qa": "video QA (tvqa)", "violin": "VIOLIN (violin)",
@@ -83,7 +84,7 @@ def main() -> None:
                {"seeds": seeds, "steps": {t: steps[t] for t in tasks}, "values": values, "seconds": seconds,
                 # every metric of every run (e.g. per-type QA and per-kind VIOLIN accuracies)
                 "runs": {f"{task}-{init}-seed{s}": m for (task, init, s), m in zip(cells, metrics)}})
-    write_text(out / "downstream.md", text)
+    write_text_atomic(out / "downstream.md", text)
     print(text)
 
 

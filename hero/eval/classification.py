@@ -104,6 +104,20 @@ def _record_where(gt_source: str, lines: Sequence[int] | None = None) -> Where:
     return lambda i: f"{gt_source}:{lines[i]}"
 
 
+def _accuracies(hits: Sequence[int], groups: Sequence[Any], unit: str) -> dict[str, float]:
+    """``accuracy`` (%) and ``num_<unit>`` over all records, and ``accuracy/<g>``, ``num_<unit>/<g>``
+    per group ``g`` (records whose group is None are counted only overall)."""
+    out = {"accuracy": 100.0 * sum(hits) / len(hits), f"num_{unit}": float(len(hits))}
+    per_group: dict[str, list[int]] = {}
+    for hit, group in zip(hits, groups):
+        if group is not None:
+            per_group.setdefault(str(group), []).append(hit)
+    for group in sorted(per_group):
+        out[f"accuracy/{group}"] = 100.0 * sum(per_group[group]) / len(per_group[group])
+        out[f"num_{unit}/{group}"] = float(len(per_group[group]))
+    return out
+
+
 def qa_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
                 pred_source: str = "predictions", gt_source: str = "ground truth",
                 where: Where | None = None) -> dict[str, float]:
@@ -122,8 +136,7 @@ def qa_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
     where = where or _record_where(gt_source)
     qids = _gt_qids(records, where)
     by_qid = _check_keys(preds, qids, pred_source, gt_source)
-    correct: dict[str, list[int]] = {}
-    total = [0, 0]
+    hits: list[int] = []
     for i, (q, record) in enumerate(zip(qids, records)):
         gold = record.get("answer_idx")
         if not _is_int(gold):
@@ -137,22 +150,10 @@ def qa_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
             raise HeroError(f"{pred_source}: qid {q!r}: the answer index must be an integer, got {pred!r}")
         if pred < 0 or (n is not None and pred >= n):
             raise HeroError(f"{pred_source}: qid {q!r}: answer index {pred} is out of range [0, {n})")
-        hit = int(pred == gold)
-        total[0] += hit
-        total[1] += 1
-        q_type = record.get("q_type")
-        if q_type is not None:
-            counts = correct.setdefault(str(q_type), [0, 0])
-            counts[0] += hit
-            counts[1] += 1
-    if total[1] == 0:
+        hits.append(int(pred == gold))
+    if not hits:
         raise HeroError(f"{gt_source}: no question to score")
-    out = {"accuracy": 100.0 * total[0] / total[1], "num_questions": float(total[1])}
-    for q_type in sorted(correct):
-        hits, n = correct[q_type]
-        out[f"accuracy/{q_type}"] = 100.0 * hits / n
-        out[f"num_questions/{q_type}"] = float(n)
-    return out
+    return _accuracies(hits, [r.get("q_type") for r in records], "questions")
 
 
 def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
@@ -167,8 +168,7 @@ def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any
     where = where or _record_where(gt_source)
     qids = _gt_qids(records, where)
     by_qid = _check_keys(preds, qids, pred_source, gt_source)
-    hits = 0
-    per_kind: dict[str, list[int]] = {}
+    hits: list[int] = []
     for i, (q, record) in enumerate(zip(qids, records)):
         gold = record.get("label")
         if not _is_int(gold) or gold not in (0, 1):
@@ -177,20 +177,10 @@ def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any
         pred = by_qid[q]
         if not _is_int(pred) or pred not in (0, 1):
             raise HeroError(f"{pred_source}: qid {q!r}: the prediction must be 0 or 1, got {pred!r}")
-        hit = int(pred == gold)
-        hits += hit
-        if record.get("kind") is not None:
-            counts = per_kind.setdefault(str(record["kind"]), [0, 0])
-            counts[0] += hit
-            counts[1] += 1
-    if not qids:
+        hits.append(int(pred == gold))
+    if not hits:
         raise HeroError(f"{gt_source}: no statement to score")
-    out = {"accuracy": 100.0 * hits / len(qids), "num_statements": float(len(qids))}
-    for kind in sorted(per_kind):
-        k_hits, n = per_kind[kind]
-        out[f"accuracy/{kind}"] = 100.0 * k_hits / n
-        out[f"num_statements/{kind}"] = float(n)
-    return out
+    return _accuracies(hits, [r.get("kind") for r in records], "statements")
 
 
 # ---------------------------------------------------------------------------------------------
