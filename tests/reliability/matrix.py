@@ -40,6 +40,7 @@ class Outcome:
     err: str
     traceback: str | None
     seconds: float
+    argv: list[str] = field(default_factory=list)
 
     @property
     def error_lines(self) -> list[str]:
@@ -183,7 +184,7 @@ def run_case(case: Case, ws: Workspace) -> Outcome:
         tb = proc.stderr if ("Traceback (most recent call last)" in proc.stderr or proc.returncode < 0) else None
         if proc.returncode < 0 and not tb:
             tb = f"killed by signal {-proc.returncode}"
-        return Outcome(proc.returncode, proc.stdout, proc.stderr, tb or None, time.perf_counter() - start)
+        return Outcome(proc.returncode, proc.stdout, proc.stderr, tb or None, time.perf_counter() - start, argv)
     from hero.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -195,7 +196,7 @@ def run_case(case: Case, ws: Workspace) -> Outcome:
             rc = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 - an escaping exception is exactly what we look for
             rc, tb = 1, traceback.format_exc()
-    return Outcome(int(rc or 0), out.getvalue(), err.getvalue(), tb, time.perf_counter() - start)
+    return Outcome(int(rc or 0), out.getvalue(), err.getvalue(), tb, time.perf_counter() - start, argv)
 
 
 def check_outcome(case: Case, ws: Workspace, outcome: Outcome) -> None:
