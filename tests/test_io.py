@@ -87,5 +87,59 @@ def test_read_jsonl_unreadable_files(tmp_path):
         read_jsonl(tmp_path)  # a directory
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes('{"x": "é"}\n'.encode("latin-1"))
-    with pytest.raises(HeroError, match=r"latin\.jsonl: not UTF-8 text"):
+    with pytest.raises(HeroError, match=r"latin\.jsonl:1: not UTF-8 text \(byte 0xe9 at column 8\)"):
         read_jsonl(latin)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("null", r"bad\.jsonl:2: expected a JSON object, got null"),
+    ("42", r"bad\.jsonl:2: expected a JSON object, got a number"),
+    ('"text"', r"bad\.jsonl:2: expected a JSON object, got a string"),
+    ("true", r"bad\.jsonl:2: expected a JSON object, got a boolean"),
+    ('{"qid": 1, "desc": "cut', r"bad\.jsonl:2: invalid JSON \(the line ends before the JSON value is complete\)"),
+    ('{"qid": 1, ', r"bad\.jsonl:2: invalid JSON \(the line ends before the JSON value is complete\)"),
+    ('{"qid": 1}}', r"bad\.jsonl:2: invalid JSON \(Extra data at column 11\)"),
+])
+def test_read_jsonl_names_the_line_of_every_bad_value(tmp_path, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"qid": 0}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(HeroError, match=message):
+        read_jsonl(path)
+
+
+def test_read_jsonl_encodings(tmp_path):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + b'{"x": 1}\n{"x": 2}\n')
+    assert read_jsonl(bom) == [{"x": 1}, {"x": 2}]
+    utf16 = tmp_path / "u16.jsonl"
+    utf16.write_bytes('{"x": 1}\n'.encode("utf-16"))
+    with pytest.raises(HeroError, match=r"u16\.jsonl:1: not UTF-8 text \(UTF-16 text: byte 0xff"):
+        read_jsonl(utf16)
+    late = tmp_path / "late.jsonl"
+    late.write_bytes(b'{"x": 1}\n{"x": 2}\n{"x": "\xe9"}\n')
+    with pytest.raises(HeroError, match=r"late\.jsonl:3: not UTF-8 text \(byte 0xe9 at column 8\)"):
+        read_jsonl(late)
+
+
+def test_read_json_and_read_text(tmp_path):
+    from hero.io import read_json, read_text
+
+    good = tmp_path / "a.json"
+    good.write_text('{"a": [1, 2]}', encoding="utf-8")
+    assert read_json(good, dict) == {"a": [1, 2]}
+    with pytest.raises(HeroError, match=r"a\.json: expected a JSON list, got an object"):
+        read_json(good, list)
+    cut = tmp_path / "cut.json"
+    cut.write_text('{\n  "a": [1,\n', encoding="utf-8")
+    with pytest.raises(HeroError, match=r"cut\.json:\d+: invalid JSON \(the file ends before the JSON value"):
+        read_json(cut)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "a": 1,\n  oops\n}', encoding="utf-8")
+    with pytest.raises(HeroError, match=r"bad\.json:3: invalid JSON \(Expecting property name .* at line 3 column 3\)"):
+        read_json(bad)
+    latin = tmp_path / "l.txt"
+    latin.write_bytes("line one\nd\xe9j\xe0 vu\n".encode("latin-1"))
+    with pytest.raises(HeroError, match=r"l\.txt:2: not UTF-8 text \(byte 0xe9 at column 2\)"):
+        read_text(latin)
+    with pytest.raises(HeroError, match=r"nothing\.json: no such file"):
+        read_json(tmp_path / "nothing.json")
