@@ -83,14 +83,14 @@ def test_equals_official_metrics_on_tvr_val(metric_dir, name):
     expected = json.loads((metric_dir / f"metrics_{name}.json").read_text())
     sub = _submission(metric_dir / f"submission_{name}.json.gz")
     gt = _gt(_gt_path(metric_dir))
-    ours = eval_retrieval(sub, gt)
+    ours = eval_retrieval(sub, gt, strict=False)  # the fixtures hold negative times and > 100 predictions
     assert _dump(ours) == _dump(expected)  # keys, key order and values
 
     hits_path = metric_dir / f"per_query_first_hit_{name}.json.gz"
     if hits_path.is_file():
         with gzip.open(hits_path, "rt") as f:
             hits = json.load(f)
-        arrays, _ = check_submission(sub, gt)
+        arrays, _ = check_submission(sub, gt, strict=False)
         for task, (preds, rows) in arrays.items():
             ranks = first_hit_ranks(task, preds, gt, rows, sub["video2idx"], (0.5, 0.7))
             for key, r in ranks.items():
@@ -104,7 +104,7 @@ def test_perturbed_submission_changes_the_metrics():
     sub = dict(_submission(metric_dir / f"submission_{name}.json.gz"))
     gt = _gt(_gt_path(metric_dir))
     expected = json.loads((metric_dir / f"metrics_{name}.json").read_text())
-    arrays, _ = check_submission(sub, gt)
+    arrays, _ = check_submission(sub, gt, strict=False)
     preds, rows = arrays["VCMR"]
     ranks = first_hit_ranks("VCMR", preds, gt, rows, sub["video2idx"], (0.7,))["0.7"]
     q = int(np.flatnonzero(ranks == 0)[0])  # a query whose top prediction is correct at IoU 0.7
@@ -114,7 +114,7 @@ def test_perturbed_submission_changes_the_metrics():
     pred = entry["predictions"][0]
     span = float(gt.ts[q][0][1] - gt.ts[q][0][0])
     entry["predictions"][0] = [pred[0], pred[1] + span, pred[2] + span, pred[3]]  # no overlap any more
-    ours = eval_retrieval(sub, gt)
+    ours = eval_retrieval(sub, gt, strict=False)
     assert ours["VCMR"]["0.7-r1"] == pytest.approx(expected["VCMR"]["0.7-r1"] - 100 / len(gt), abs=0.011)
     assert ours["SVMR"] == expected["SVMR"] and ours["VR"] == expected["VR"]
 
@@ -123,7 +123,7 @@ def test_perturbed_submission_changes_the_metrics():
 def test_didemo_style_equals_official(d, tmp_path):
     expected = json.loads((d / "metrics.json").read_text())
     out = tmp_path / "m.json"
-    ours = evaluate_files(d / "submission.json", d / "gt.jsonl", out)  # no types -> no by-type blocks
+    ours = evaluate_files(d / "submission.json", d / "gt.jsonl", out, strict=False)  # no types -> no by-type blocks
     assert _dump(ours) == _dump(expected)
     assert json.loads(out.read_text()) == expected
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
@@ -173,7 +173,7 @@ def test_ranks_tasks_and_percentages():
 def test_only_first_100_predictions_count():
     gt = _gt_records()
     late = [[11, 0.0, 1.0, 1.0]] * 100 + [[10, 10.0, 20.0, 1.0]]
-    m = eval_retrieval(_sub(vcmr=[late] * 3, vr=[late] * 3), gt)
+    m = eval_retrieval(_sub(vcmr=[late] * 3, vr=[late] * 3), gt, strict=False)
     assert m["VCMR"]["0.5-r100"] == 0.0 and m["VR"]["r100"] == 0.0
     early = late[1:]
     assert eval_retrieval(_sub(vcmr=[early] * 3), gt)["VCMR"]["0.5-r100"] == 100.0
@@ -215,7 +215,8 @@ def test_partial_submission_with_match_number_false():
     sub = _sub(vcmr=[[[10, 10.0, 20.0, 1]]])
     m = eval_retrieval(sub, gt, match_number=False)
     assert m["VCMR"]["0.5-r1"] == 100.0
-    with pytest.raises(HeroError, match="missing from the submission: 2 of 3"):
+    with pytest.raises(HeroError, match="VCMR: 2 of 3 ground-truth queries missing from the submission; "
+                                        "first at desc_id 1"):
         eval_retrieval(sub, gt)
 
 
@@ -232,16 +233,18 @@ def test_malformed_submission_lists_every_problem():
     with pytest.raises(HeroError) as err:
         eval_retrieval(sub, gt)
     msg = str(err.value)
-    for part in ("ground-truth videos missing from video2idx: 1 (e.g. 'zzz')",
-                 "VCMR queries of the ground truth missing from the submission: 1 of 4 (e.g. 3)",
-                 "VCMR queries with an empty prediction list: 1 (e.g. desc_id 1)",
-                 "VCMR queries with malformed predictions",
-                 "VR desc_ids given twice: 1 (e.g. 0)",
-                 "VR predictions with NaN or infinite values: 1",
-                 "VR predictions whose video_idx is not an integer: 1"):
+    assert "\n" not in msg
+    for part in ("1 ground-truth video missing from video2idx (e.g. 'zzz')",
+                 "VCMR: 1 of 4 ground-truth queries missing from the submission; first at desc_id 3",
+                 "VCMR: 1 query with an empty prediction list; first at desc_id 1",
+                 "VCMR: 1 query with malformed predictions",
+                 "VR: 1 desc_id given twice; first at desc_id 0",
+                 "VR: 1 prediction with a non-finite video_idx, st or ed; first at desc_id 1",
+                 "VR: 1 prediction whose video_idx is not an integer; first at desc_id 2"):
         assert part in msg, msg
     sub = _sub(vcmr=[[[99, 1.0, 2.0, 0.5]], [[10, 1, 2, 3]], [[10, 1, 2, 3]]])
-    with pytest.raises(HeroError, match=r"video_idx not in video2idx: 1 \(e.g. desc_id 0: \[99.0, 1.0, 2.0\]\)"):
+    with pytest.raises(HeroError, match=r"VCMR: 1 prediction with a video_idx not in video2idx; "
+                                        r"first at desc_id 0: \[99.0, 1.0, 2.0, 0.5\]"):
         eval_retrieval(sub, _gt_records())
 
 
@@ -285,3 +288,72 @@ def test_corpus_annotation_records_are_accepted():
     gt = parse_ground_truth([{"qid": "q1", "vid": "a", "ts": [10, 20], "type": "v", "input_ids": [5]}])
     sub = {"video2idx": V2I, "VCMR": [{"desc_id": "q1", "predictions": [[10, 10, 20, 1]]}]}
     assert eval_retrieval(sub, gt)["VCMR"]["0.7-r1"] == 100.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict submission checks (issue 14, defects 3 and 19)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad,message", [
+    ([10, "10.0", 20.0, 1.0], r"VCMR: 1 quer\w+ with malformed predictions.*desc_id 1.*st is '10.0' \(a str\)"),
+    ([10, 10.0, 20.0, True], r"score is True \(a bool\)"),
+    ([10, 10.0, None, 1.0], r"ed is None"),
+    ([10, 10.0, 20.0], r"has 3 values, not 4"),
+    ([10, 10.0, 20.0, float("nan")], r"VCMR: 1 non-finite score; first at desc_id 1"),
+    ([10, float("inf"), 20.0, 1.0], r"VCMR: 1 prediction with a non-finite video_idx, st or ed; first at desc_id 1"),
+    ([10, -5.0, 20.0, 1.0], r"VCMR: 1 prediction with a negative time; first at desc_id 1"),
+    ([10, 10.0, 1e9, 1.0], r"VCMR: 1 prediction with a time over 86400 s; first at desc_id 1"),
+])
+def test_strict_prediction_values(bad, message):
+    good = [10, 10.0, 20.0, 1.0]
+    with pytest.raises(HeroError, match=message) as err:
+        eval_retrieval(_sub(vcmr=[[good], [good, bad], [good]]), _gt_records())
+    assert "\n" not in str(err.value)
+
+
+def test_non_finite_scores_are_counted_with_the_first_desc_id():
+    nan = [10, 10.0, 20.0, float("nan")]
+    sub = _sub(vcmr=[[[10, 10.0, 20.0, 1.0]], [nan] * 3, [nan]], vr=[[[10, 0, 0, float("-inf")]]] * 3)
+    with pytest.raises(HeroError) as err:
+        eval_retrieval(sub, _gt_records())
+    msg = str(err.value)
+    assert "VCMR: 4 non-finite scores; first at desc_id 1" in msg and "VR: 3 non-finite scores; first at desc_id 0" in msg
+
+
+def test_more_than_100_predictions_is_an_error_unless_lenient():
+    gt = _gt_records()
+    many = [[10, 10.0, 20.0, 1.0]] * 101
+    with pytest.raises(HeroError, match=r"VCMR: 3 queries with more than 100 predictions .*; first at desc_id 0 \(101\)"):
+        eval_retrieval(_sub(vcmr=[many] * 3), gt)
+    notes: list[str] = []
+    assert eval_retrieval(_sub(vcmr=[many] * 3), gt, strict=False, warnings=notes)["VCMR"]["0.5-r1"] == 100.0
+    assert any("more than 100" in n for n in notes)
+
+
+def test_negative_times_are_scored_when_lenient():
+    notes: list[str] = []
+    m = eval_retrieval(_sub(vcmr=[[[10, -10.0, 20.0, 1.0]]] * 3), _gt_records(), strict=False, warnings=notes)
+    assert m["VCMR"]["0.5-r1"] == 0.0 and any("negative" in n for n in notes)
+
+
+def test_submission_errors_name_the_file_once(tmp_path):
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("\n".join(json.dumps(r) for r in _gt_records()) + "\n")
+    sub = tmp_path / "sub.json"
+    sub.write_text("{not json")
+    with pytest.raises(HeroError) as err:
+        evaluate_files(sub, gt)
+    assert str(err.value).count(str(sub)) == 1
+    sub.write_text(json.dumps(_sub(vcmr=[[[10, 10.0, 20.0, float("nan")]]] * 3)))
+    with pytest.raises(HeroError) as err:
+        evaluate_files(sub, gt)
+    assert str(err.value).startswith(f"{sub}: VCMR: 3 non-finite scores; first at desc_id 0")
+    assert str(err.value).count(str(sub)) == 1
+
+
+def test_submission_desc_id_must_be_a_string_or_an_integer():
+    sub = _sub(vcmr=[[[10, 10.0, 20.0, 1.0]]] * 3)
+    sub["VCMR"][1]["desc_id"] = True
+    with pytest.raises(HeroError, match=r"VCMR: 1 entry without .*first at VCMR\[1\]"):
+        eval_retrieval(sub, _gt_records())

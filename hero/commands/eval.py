@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="never add the *_by_type blocks (as HERO evaluates DiDeMo / How2R)")
     r.add_argument("--partial", action="store_true",
                    help="evaluate only the GT queries the submission covers (official match_number=False)")
+    r.add_argument("--lenient", action="store_true",
+                   help="score negative or huge times and more than 100 predictions per query as the official "
+                        "evaluator does (only the first 100 count), with a note, instead of rejecting them")
     r.add_argument("--out", type=Path, default=None, help="write the metrics JSON here")
     for kind in ("qa", "violin", "caption"):
         k = sub.add_parser(kind, help=KINDS[kind], description=KINDS[kind])
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         warnings: list[str] = []
         metrics = evaluate_files(args.submission, args.gt, args.out, iou_thds=tuple(args.iou),
                                  use_desc_type=args.use_desc_type, match_number=not args.partial,
-                                 warnings=warnings)
+                                 warnings=warnings, strict=not args.lenient)
         for w in warnings:
             print(f"hero eval retrieval: note: {w}", file=sys.stderr)
     elif args.kind == "qa":

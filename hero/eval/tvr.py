@@ -41,6 +41,8 @@ TASK_TYPES = ("VCMR", "SVMR", "VR")
 DESC_TYPES = ("v", "t", "vt")
 RECALL_TOPKS = (1, 5, 10, 100)
 MAX_PRED_PER_QUERY = 100
+MAX_TIME = 86_400.0
+"""Seconds. A start or end time beyond a day is a unit or encoding error, not a moment of a video."""
 DIDEMO_MIN_SPANS = 4
 """A GT ``ts`` with this many spans or more is scored with the DiDeMo rule."""
 DIDEMO_MIN_OVERLAPS = 2
@@ -160,27 +162,25 @@ def load_submission(path: str | Path) -> dict:
     return sub
 
 
+def _plural(count: int, singular: str, plural: str) -> str:
+    return f"{count:,} {singular if count == 1 else plural}"
+
+
 class _Issues:
-    """Collects problems by kind, each with a count and a few examples."""
+    """Problems of a submission, one clause each (count, what, first offender), joined into one line."""
 
     def __init__(self) -> None:
-        self.kinds: OrderedDict[str, list] = OrderedDict()
+        self.clauses: list[str] = []
 
-    def add(self, kind: str, example: str, count: int = 1, of: int | None = None) -> None:
-        entry = self.kinds.setdefault(kind, [0, [], of])
-        entry[0] += count
-        entry[1].append(example)
+    def add(self, task: str | None, what: str, first: str | None = None) -> None:
+        """``what`` already carries its count (`_plural`); ``first`` names the first offender."""
+        self.clauses.append((f"{task}: " if task else "") + what + (f"; first at {first}" if first else ""))
 
-    def lines(self) -> list[str]:
-        out = []
-        for kind, (count, examples, of) in self.kinds.items():
-            shown = "; ".join(examples[:3]) + ("; ..." if len(examples) > 3 else "")
-            total = f" of {of}" if of is not None else ""
-            out.append(f"  {kind}: {count}{total} (e.g. {shown})")
-        return out
+    def message(self) -> str:
+        return "; ".join(self.clauses)
 
     def __bool__(self) -> bool:
-        return bool(self.kinds)
+        return bool(self.clauses)
 
 
 @dataclass
@@ -196,74 +196,138 @@ def _examples(ids: Sequence[Any], n: int = 5) -> str:
     return shown + (", ..." if len(ids) > n else "")
 
 
-def _task_arrays(task: str, entries: Any, gt: GroundTruth, known_videos: np.ndarray,
-                 match_number: bool, issues: _Issues, warnings: list[str]) -> tuple[_TaskPredictions, list[int]]:
+_FIELDS = ("video_idx", "st", "ed", "score")
+
+
+def _is_number_type(t: type) -> bool:
+    """JSON numbers (and NumPy scalars from in-memory predictions); booleans are not numbers."""
+    return issubclass(t, (int, float, np.integer, np.floating)) and not issubclass(t, (bool, np.bool_))
+
+
+def _well_typed(preds: list) -> bool:
+    """Fast check that every prediction is a list or tuple of 4 numbers (no str, bool or null)."""
+    if not all(type(p) in (list, tuple) and len(p) == 4 for p in preds):
+        return False
+    return all(_is_number_type(t) for t in {type(x) for p in preds for x in p})
+
+
+def _what_is_malformed(preds: list) -> str:
+    """The first malformed prediction of a list that fails `_well_typed`, in words."""
+    for j, p in enumerate(preds):
+        if not isinstance(p, (list, tuple)):
+            return f"prediction {j} is {p!r} (a {type(p).__name__}), not a [video_idx, st, ed, score] list"
+        if len(p) != 4:
+            return f"prediction {j} has {len(p)} values, not 4 ([video_idx, st, ed, score])"
+        for name, x in zip(_FIELDS, p):
+            if not _is_number_type(type(x)):
+                return f"prediction {j}: {name} is {x!r} (a {type(x).__name__}), not a number"
+    return "malformed"
+
+
+def _desc_id_ok(desc_id: Any) -> bool:
+    return isinstance(desc_id, (str, int)) and not isinstance(desc_id, bool)
+
+
+def _task_arrays(task: str, entries: Any, gt: GroundTruth, known_videos: np.ndarray, match_number: bool,
+                 strict: bool, issues: _Issues, warnings: list[str]) -> tuple[_TaskPredictions, list[int]]:
     """Validate one task's list and gather its first 100 predictions per GT query (GT order).
 
     Returns the arrays for the evaluated GT rows and the indices of those rows (all rows when
     ``match_number``)."""
+    empty = _TaskPredictions(np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), bool))
     if not isinstance(entries, list):
-        issues.add(f"{task} is not a list", type(entries).__name__)
-        return _TaskPredictions(np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), bool)), []
+        issues.add(task, f"not a list of {{desc_id, predictions}} entries but a {type(entries).__name__}")
+        return empty, []
     by_id: dict[str, Any] = {}
+    bad_entries: list[str] = []
+    twice: list[Any] = []
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or "desc_id" not in e or not isinstance(e.get("predictions"), list):
-            issues.add(f"{task} entries without 'desc_id' and a 'predictions' list", f"{task}[{i}]")
+        if not isinstance(e, dict) or not _desc_id_ok(e.get("desc_id")) or not isinstance(e.get("predictions"), list):
+            bad_entries.append(f"{task}[{i}]")
             continue
         key = str(e["desc_id"])
         if key in by_id:
-            issues.add(f"{task} desc_ids given twice", repr(e["desc_id"]))
+            twice.append(e["desc_id"])
             continue
         by_id[key] = e
+    if bad_entries:
+        issues.add(task, _plural(len(bad_entries), "entry", "entries")
+                   + " without a 'desc_id' (string or integer) and a 'predictions' list", bad_entries[0])
+    if twice:
+        issues.add(task, _plural(len(twice), "desc_id", "desc_ids") + " given twice", f"desc_id {twice[0]!r}")
     gt_keys = [str(d) for d in gt.desc_ids]
     gt_set = set(gt_keys)
     missing = [d for d, k in zip(gt.desc_ids, gt_keys) if k not in by_id]
     extra = [by_id[k]["desc_id"] for k in by_id if k not in gt_set]
     if match_number and missing:
-        issues.add(f"{task} queries of the ground truth missing from the submission", _examples(missing),
-                   count=len(missing), of=len(gt))
+        issues.add(task, f"{len(missing):,} of {len(gt):,} ground-truth queries missing from the submission",
+                   f"desc_id {missing[0]!r}")
     if match_number and extra:
-        issues.add(f"{task} queries not in the ground truth", _examples(extra), count=len(extra))
+        issues.add(task, _plural(len(extra), "query", "queries") + " not in the ground truth",
+                   f"desc_id {extra[0]!r}")
     rows = [i for i, k in enumerate(gt_keys) if k in by_id]
     arrays: list[np.ndarray] = []
+    empty_lists: list[str] = []
+    malformed: list[str] = []
+    too_many: list[str] = []
     for i in rows:
         preds = by_id[gt_keys[i]]["predictions"]
         where = f"desc_id {gt.desc_ids[i]!r}"
         if not preds:
-            issues.add(f"{task} queries with an empty prediction list", where)
+            empty_lists.append(where)
             continue
-        try:
-            ok = all(isinstance(p, (list, tuple)) for p in preds)
-            a = np.asarray([p[:3] for p in preds], dtype=np.float64) if ok else None
-            ok = ok and a.ndim == 2 and a.shape[1] == 3
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            issues.add(f"{task} queries with malformed predictions (need [video_idx, st, ed, score] number lists)",
-                       where)
+        if not _well_typed(preds):
+            malformed.append(f"{where}: {_what_is_malformed(preds)}")
             continue
-        arrays.append(a)
+        if len(preds) > MAX_PRED_PER_QUERY:
+            too_many.append(f"{where} ({len(preds)})")
+        arrays.append(np.asarray(preds, dtype=np.float64))
+    if empty_lists:
+        issues.add(task, _plural(len(empty_lists), "query", "queries") + " with an empty prediction list",
+                   empty_lists[0])
+    if malformed:
+        issues.add(task, _plural(len(malformed), "query", "queries") + " with malformed predictions "
+                   "(each must be [video_idx, st, ed, score], four numbers)", malformed[0])
+    if too_many:
+        what = (_plural(len(too_many), "query", "queries")
+                + f" with more than {MAX_PRED_PER_QUERY} predictions")
+        if strict:
+            issues.add(task, what + f" (the official evaluator reads at most {MAX_PRED_PER_QUERY})", too_many[0])
+        else:
+            warnings.append(f"{task}: {what}; only the first {MAX_PRED_PER_QUERY} count (first at {too_many[0]})")
     q = len(rows)
     if len(arrays) < q:  # already reported; the arrays are not needed
-        return _TaskPredictions(np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), bool)), rows
+        return empty, rows
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-    flat = np.concatenate(arrays) if arrays else np.zeros((0, 3))
+    flat = np.concatenate(arrays) if arrays else np.zeros((0, 4))
     query = np.repeat(np.arange(q), lengths)
 
-    def report(bad: np.ndarray, kind: str) -> None:
+    def report(bad: np.ndarray, singular: str, plural: str, warn: bool = False) -> None:
         if not bad.any():
             return
         first = np.flatnonzero(bad)[0]
-        shown = [f"desc_id {gt.desc_ids[rows[query[first]]]!r}: {flat[first].tolist()}"]
-        shown += [f"desc_id {gt.desc_ids[rows[j]]!r}" for j in np.unique(query[bad])[1:3]]
-        issues.add(f"{task} {kind}", "; ".join(shown), count=int(bad.sum()))
+        where = f"desc_id {gt.desc_ids[rows[query[first]]]!r}: {flat[first].tolist()}"
+        if warn:
+            warnings.append(f"{task}: {_plural(int(bad.sum()), singular, plural)}, scored as the official "
+                            f"evaluator does (first at {where})")
+        else:
+            issues.add(task, _plural(int(bad.sum()), singular, plural), where)
 
-    finite = np.isfinite(flat).all(axis=1)
-    report(~finite, "predictions with NaN or infinite values")
+    finite = np.isfinite(flat[:, :3]).all(axis=1)
+    report(~finite, "prediction with a non-finite video_idx, st or ed", "predictions with a non-finite video_idx, "
+           "st or ed")
+    report(~np.isfinite(flat[:, 3]), "non-finite score", "non-finite scores")
     vid = np.where(finite, flat[:, 0], 0.0)
     integral = vid == np.round(vid)
-    report(finite & ~integral, "predictions whose video_idx is not an integer")
-    report(finite & integral & ~np.isin(vid, known_videos), "predictions with a video_idx not in video2idx")
+    report(finite & ~integral, "prediction whose video_idx is not an integer",
+           "predictions whose video_idx is not an integer")
+    report(finite & integral & ~np.isin(vid, known_videos), "prediction with a video_idx not in video2idx",
+           "predictions with a video_idx not in video2idx")
+    times = np.where(finite[:, None], flat[:, 1:3], 0.0)
+    report((times < 0).any(axis=1), "prediction with a negative time", "predictions with a negative time",
+           warn=not strict)
+    report((times > MAX_TIME).any(axis=1), f"prediction with a time over {MAX_TIME:g} s",
+           f"predictions with a time over {MAX_TIME:g} s", warn=not strict)
     if task != "VR":
         inverted = int(np.count_nonzero(flat[:, 1] > flat[:, 2]))
         zero_len = int(np.count_nonzero(flat[:, 1] == flat[:, 2]))
@@ -276,19 +340,25 @@ def _task_arrays(task: str, entries: Any, gt: GroundTruth, known_videos: np.ndar
     head = pos < width
     pred = np.zeros((q, width, 3), np.float32)
     valid = np.zeros((q, width), bool)
-    pred[query[head], pos[head]] = flat[head].astype(np.float32)
+    pred[query[head], pos[head]] = flat[head, :3].astype(np.float32)
     valid[query[head], pos[head]] = True
     return _TaskPredictions(pred, valid), rows
 
 
 def check_submission(submission: Any, gt: GroundTruth, tasks: Sequence[str] | None = None,
-                     match_number: bool = True) -> tuple[dict[str, tuple[_TaskPredictions, list[int]]], list[str]]:
+                     match_number: bool = True, strict: bool = True,
+                     ) -> tuple[dict[str, tuple[_TaskPredictions, list[int]]], list[str]]:
     """Validate a submission against the GT and gather its predictions.
 
-    Raises `HeroError` listing every problem (missing or extra queries, duplicated desc ids, empty or
-    malformed prediction lists, video indices not in ``video2idx``, GT videos missing from ``video2idx``)
-    with counts and examples. Returns ``({task: (predictions, gt_rows)}, warnings)``; warnings count
-    inverted (st > ed) and zero-length spans, which the official evaluator scores without complaint.
+    Raises one `HeroError` line listing every problem, each with its count and first offender
+    (``VCMR: 1,234 non-finite scores; first at desc_id 17: [...]``): missing or extra queries,
+    duplicated desc ids, empty or malformed prediction lists (each prediction must be
+    ``[video_idx, st, ed, score]``, four JSON numbers: no strings, booleans or nulls), NaN or infinite
+    values, video indices not in ``video2idx``, GT videos missing from ``video2idx``; with ``strict``
+    (the default) also negative times, times over `MAX_TIME` and more than 100 predictions per query,
+    which the official evaluator scores without a word (``strict=False`` scores them as it does, with
+    a warning). Returns ``({task: (predictions, gt_rows)}, warnings)``; warnings also count inverted
+    (st > ed) and zero-length spans.
     """
     if not isinstance(submission, dict):
         raise HeroError(f"the submission must be a JSON object, found {type(submission).__name__}")
@@ -304,15 +374,17 @@ def check_submission(submission: Any, gt: GroundTruth, tasks: Sequence[str] | No
     warnings: list[str] = []
     gt_missing = sorted({v for v in gt.vid_names if v not in video2idx})
     if gt_missing:
-        issues.add("ground-truth videos missing from video2idx", _examples(gt_missing), count=len(gt_missing))
+        issues.add(None, _plural(len(gt_missing), "ground-truth video", "ground-truth videos")
+                   + f" missing from video2idx (e.g. {_examples(gt_missing)})")
     no_ts = [d for d, t in zip(gt.desc_ids, gt.ts) if t is None]
     for task in tasks:
         if task != "VR" and no_ts:
-            issues.add(f"{task} needs ground-truth 'ts'; queries without it", _examples(no_ts), count=len(no_ts))
+            issues.add(task, f"needs ground-truth 'ts': {_plural(len(no_ts), 'query', 'queries')} without it",
+                       f"desc_id {no_ts[0]!r}")
     known = np.array(sorted(set(video2idx.values())), dtype=np.float64)
-    out = {t: _task_arrays(t, submission[t], gt, known, match_number, issues, warnings) for t in tasks}
+    out = {t: _task_arrays(t, submission[t], gt, known, match_number, strict, issues, warnings) for t in tasks}
     if issues:
-        raise HeroError("malformed submission:\n" + "\n".join(issues.lines()))
+        raise HeroError(issues.message())
     return out, warnings
 
 
@@ -401,7 +473,8 @@ def _recall(ranks: np.ndarray, k: int, select: np.ndarray | None = None) -> floa
 
 def eval_retrieval(submission: Mapping[str, Any], ground_truth: GroundTruth | Sequence[Mapping[str, Any]],
                    iou_thds: Sequence[float] = (0.5, 0.7), verbose: bool = False, match_number: bool = True,
-                   use_desc_type: bool | None = True, warnings: list[str] | None = None) -> OrderedDict:
+                   use_desc_type: bool | None = True, warnings: list[str] | None = None,
+                   strict: bool = True) -> OrderedDict:
     """The official ``eval_retrieval``: metrics for every task present in the submission.
 
     Args:
@@ -412,6 +485,8 @@ def eval_retrieval(submission: Mapping[str, Any], ground_truth: GroundTruth | Se
             queries present in the submission only.
         use_desc_type: add the ``*_by_type`` blocks (TVR); None = only when every GT record has a type.
         warnings: if given, receives the notes of `check_submission`.
+        strict: reject negative or huge times and more than 100 predictions per query (see
+            `check_submission`); False scores them as the official evaluator does.
     Returns:
         ``OrderedDict``: ``VCMR`` / ``SVMR`` (``"{thd}-r{k}"``), ``VR`` (``"r{k}"``), then
         ``{task}_by_type`` (``"{type}-{thd}-r{k}"`` / ``"{type}-r{k}"``, ``desc_type_ratio``) when types are used.
@@ -423,7 +498,7 @@ def eval_retrieval(submission: Mapping[str, Any], ground_truth: GroundTruth | Se
         untyped = [d for d, t in zip(gt.desc_ids, gt.types) if t is None]
         raise HeroError(f"desc types requested but {len(untyped)} ground-truth queries have no 'type' "
                         f"(e.g. {_examples(untyped)}); evaluate without desc types")
-    arrays, notes = check_submission(submission, gt, match_number=match_number)
+    arrays, notes = check_submission(submission, gt, match_number=match_number, strict=strict)
     if warnings is not None:
         warnings.extend(notes)
     video2idx = submission["video2idx"]
@@ -465,14 +540,17 @@ def eval_retrieval(submission: Mapping[str, Any], ground_truth: GroundTruth | Se
 
 def evaluate_files(submission_path: str | Path, gt_path: str | Path, out_path: str | Path | None = None,
                    iou_thds: Sequence[float] = (0.5, 0.7), use_desc_type: bool | None = None,
-                   match_number: bool = True, warnings: list[str] | None = None) -> OrderedDict:
+                   match_number: bool = True, warnings: list[str] | None = None,
+                   strict: bool = True) -> OrderedDict:
     """Score a submission file against a GT JSONL; optionally write the metrics JSON atomically
     (``indent=4``, like the official ``eval_main``). ``use_desc_type=None``: by-type blocks when every GT
-    record has a ``type`` (TVR), none otherwise (DiDeMo, How2R, MSR-VTT)."""
+    record has a ``type`` (TVR), none otherwise (DiDeMo, How2R, MSR-VTT). Errors name the submission
+    file once."""
     gt = load_ground_truth(gt_path)
+    submission = load_submission(submission_path)  # its errors already name the file
     try:
-        metrics = eval_retrieval(load_submission(submission_path), gt, iou_thds=iou_thds,
-                                 match_number=match_number, use_desc_type=use_desc_type, warnings=warnings)
+        metrics = eval_retrieval(submission, gt, iou_thds=iou_thds, match_number=match_number,
+                                 use_desc_type=use_desc_type, warnings=warnings, strict=strict)
     except HeroError as err:
         raise HeroError(f"{submission_path}: {err}") from None
     if out_path is not None:
