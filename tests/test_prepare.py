@@ -274,7 +274,13 @@ def test_malformed_record_is_counted_or_fatal(tmp_path, tokenizer_dir):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("{oops", r"tvr_val_release.jsonl:5: not valid JSON"),
+    ("{oops", r"tvr_val_release.jsonl:5: invalid JSON \(Expecting property name"),
+    ("null", r"tvr_val_release.jsonl:5: expected a JSON object, got null"),
+    ("42", r"tvr_val_release.jsonl:5: expected a JSON object, got a number"),
+    ('"a string"', r"tvr_val_release.jsonl:5: expected a JSON object, got a string"),
+    ("[1, 2]", r"tvr_val_release.jsonl:5: expected a JSON object, got a list"),
+    ('{"vid_name": "s02e14_seg02_clip_02", "desc": "cut sh',
+     r"tvr_val_release.jsonl:5: invalid JSON \(the line ends before the JSON value is complete\)"),
 ])
 def test_unreadable_line_is_an_error(tmp_path, tokenizer_dir, line, message):
     d = _tvr_copy(tmp_path, line)
@@ -283,8 +289,43 @@ def test_unreadable_line_is_an_error(tmp_path, tokenizer_dir, line, message):
     assert not (tmp_path / "a" / "corpus").exists()
 
 
+def test_non_utf8_annotation_file_is_named(tmp_path, tokenizer_dir):
+    d = tmp_path / "raw_tvr"
+    shutil.copytree(FIXTURES / "raw" / "tvr", d)
+    f = d / "tvr_val_release.jsonl"
+    lines = f.read_text().splitlines()
+    lines[1] = lines[1].replace("}", ', "note": "caf\u00e9"}')
+    f.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    with pytest.raises(HeroError, match=r"tvr_val_release\.jsonl:2: not UTF-8 text \(byte 0xe9 at column \d+\)"):
+        _prepare("tvr", d, tmp_path / "a", tokenizer_dir)
+    assert not (tmp_path / "a" / "corpus").exists()
+
+
+def test_val_query_without_video_is_counted_or_fatal(tmp_path, tokenizer_dir):
+    d = _tvr_copy(tmp_path, json.dumps({"desc": "who left?", "desc_id": 99, "ts": [1, 2], "duration": 9.0}))
+    corpus = _prepare("tvr", d, tmp_path / "a", tokenizer_dir)
+    problems = json.loads((corpus / "problems.json").read_text())
+    assert problems["skipped"] == {"malformed annotation": 1}
+    assert problems["examples"]["malformed annotation"] == [
+        f"{d / 'tvr_val_release.jsonl'}:5: missing field 'vid' (only test splits may leave the video out; "
+        "split 'val')"]
+    assert all(r["vid"] is not None for r in _read_out(corpus, "tvr")["val"])
+    with pytest.raises(HeroError, match=r"tvr_val_release.jsonl:5: missing field 'vid' .*\(strict mode"):
+        _prepare("tvr", d, tmp_path / "b", tokenizer_dir, extra=["--strict"])
+
+
 @pytest.mark.parametrize("dataset, record, message", [
     ("tvr", {"desc": "x", "desc_id": 5, "vid_name": "v", "ts": [1]}, "ts must be \\[start, end\\]"),
+    ("tvr", {"desc": "x", "desc_id": 5, "vid_name": "v", "ts": [3, 1], "duration": 9},
+     "ts \\[3\\.0, 1\\.0\\] must be \\[start, end\\] with 0 <= start <= end"),
+    ("tvr", {"desc": "x", "desc_id": 5, "vid_name": "v", "ts": [30, 40], "duration": 9},
+     "ts \\[30\\.0, 40\\.0\\] lies outside the video \\(duration 9 s\\)"),
+    ("tvr", {"desc": "x", "desc_id": 5, "ts": [1, 2], "duration": 9}, "missing field 'vid'"),
+    ("tvr", {"desc": "x", "desc_id": 5, "vid_name": "v", "ts": [1, 2], "duration": -3},
+     "duration must be > 0 seconds"),
+    ("tvc", {"vid_name": "v", "clip_id": 3, "ts": [1, 2], "descs": "a caption"}, "field 'descs' must be a list"),
+    ("how2qa", {"qid": 1, "q": "q?", "a0": "a", "a1": "b", "answer_idx": 2, "vid_name": "v"},
+     "field 'answer_idx' must be an integer in \\[0, 2\\)"),
     ("tvqa", {"qid": 1, "q": "q?", "a0": "a", "a1": "b", "a2": "c", "a3": "d", "vid_name": "v", "ts": "1-2"},
      "missing field 'a4'"),
     ("tvqa", {"qid": 1, "q": "q?", "a0": "a", "a1": "b", "a2": "c", "a3": "d", "a4": "e", "answer_idx": 7,

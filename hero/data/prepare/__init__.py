@@ -129,6 +129,7 @@ def read_annotations(spec: DatasetSpec, path: Path, split: str | None, problems:
     out = {}
     for s, items in by_split.items():
         records = common.convert_records(iter(items), convert, problems)
+        records = [r for r in records if _valid(spec, r, s, problems)]
         records = common.check_unique(records, KEY_FIELD[spec.kind], problems)
         common.resolve_vids(records, known_vids, problems)
         for r in records:
@@ -137,6 +138,18 @@ def read_annotations(spec: DatasetSpec, path: Path, split: str | None, problems:
                 problems.note("unparsable ts", r["_where"], f"ts {raw!r} gives no span target (reference: [-1, -1])")
         out[s] = records
     return out
+
+
+def _valid(spec: DatasetSpec, record: dict, split: str, problems: Any) -> bool:
+    """The converted record against its format (the checks `hero data build` applies too); a counted skip if not."""
+    from hero.data.prepare import common
+
+    try:
+        common.check_record(spec.kind, record, split, ids=False)
+    except common.Malformed as err:
+        problems.skip("malformed annotation", record["_where"], str(err))
+        return False
+    return True
 
 
 def finish_records(spec: DatasetSpec, records: list[dict], tokenizer: Any) -> list[dict]:

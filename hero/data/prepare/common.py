@@ -13,7 +13,7 @@ reference ``prepro_query.py``: all-caps lower-cased, no HTML unescaping, no spec
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hero import io as _io
 from hero.data.problems import Problems
 from hero.errors import HeroError
 
@@ -73,24 +74,18 @@ def normalize_split(split: str) -> str:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, record)`` for every non-empty line; ``where`` is ``file:line``."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise HeroError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    """``(where, record)`` for every non-empty line; ``where`` is ``file:line``.
+
+    Read through `hero.io.iter_jsonl`: a line that is not UTF-8, not JSON or not a JSON object
+    is a `HeroError` naming ``file:line`` (the file itself is broken, not one record).
+    """
+    for lineno, record in _io.iter_jsonl(path):
+        yield f"{path}:{lineno}", record
 
 
 def load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as err:
-        raise HeroError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    """A whole JSON file (`hero.io.read_json`: ``file:line`` errors, not-UTF-8 named)."""
+    return _io.read_json(path)
 
 
 def iter_records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -116,13 +111,15 @@ def iter_records(path: Path) -> Iterator[tuple[str, Any]]:
 
 def iter_csv(path: Path, required: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
     """Rows of a CSV file with a header, as ``(file:line, row)``."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
+    reader = csv.DictReader(io.StringIO(_io.read_text(path), newline=""))
+    try:
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise HeroError(f"{path}:1: the CSV header lacks column(s) {missing} (has {reader.fieldnames})")
         for row in reader:
             yield f"{path}:{reader.line_num}", row
+    except csv.Error as err:
+        raise HeroError(f"{path}:{reader.line_num}: not valid CSV ({err})") from None
 
 
 # -- field checks (raise Malformed, turned into a counted skip by `convert_file`) ----------------
@@ -178,6 +175,163 @@ def _names(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k.__name__, k.__name__) for k in _tuple(kind))
 
 
+# -- the annotation record formats (DEVELOPERS.md, "Annotations") ------------------------------
+#
+# One validator per record format, used on the records that `hero data prepare` converts from a
+# raw release and on the records `hero data build --annotations` reads as they are, and again by
+# `hero.data.build` before anything is written (with the frame counts of the videos at hand).
+
+KIND_KEY = {"retrieval": "qid", "qa": "qid", "violin": "qid", "captioning": "clip_id"}
+"""The id field of each record format (unique within a split)."""
+DURATION_SLACK = 0.5
+"""Seconds a moment may end after the ``duration`` a record gives (released durations are rounded)."""
+
+
+def is_test_split(split: str | None) -> bool:
+    """Test splits carry no ground truth: a query's video, times and labels may be null there."""
+    return split is not None and split.startswith("test")
+
+
+def token_ids(value: Any, what: str) -> list[int]:
+    if not isinstance(value, list) or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in value):
+        raise Malformed(f"field {what!r} must be a list of token ids (integers >= 0), got {_short(value)}")
+    return value
+
+
+def moment(value: Any, what: str = "ts", duration: float | None = None) -> list[float]:
+    """A ``[st, ed]`` moment in seconds with ``0 <= st <= ed`` and, given the video's ``duration``, inside it."""
+    st, ed = span(value, what)
+    if st < 0 or ed < st:
+        raise Malformed(f"{what} {_short(value)} must be [start, end] with 0 <= start <= end")
+    if duration is not None and (st > duration or ed > duration + DURATION_SLACK):
+        raise Malformed(f"{what} {_short(value)} lies outside the video (duration {duration:g} s)")
+    return [st, ed]
+
+
+def moments(rec: dict, key: str = "ts", duration: float | None = None) -> list[list[float]]:
+    """Every moment of ``rec[key]``: ``[st, ed]`` or a non-empty list of them (DiDeMo); [] when null."""
+    value = rec.get(key)
+    if value is None:
+        return []
+    if isinstance(value, list) and value and isinstance(value[0], (list, tuple)):
+        return [moment(t, f"{key}[{i}]", duration) for i, t in enumerate(value)]
+    return [moment(value, key, duration)]
+
+
+def check_record(kind: str, rec: Any, split: str | None, *, ids: bool = True) -> None:
+    """Check one annotation record of format ``kind``; raises `Malformed` saying what is wrong.
+
+    Args:
+        kind: ``retrieval``, ``qa``, ``violin`` or ``captioning``.
+        split: the split the record belongs to; outside test splits the record must name its video.
+        ids: the token ids must be present (records about to be written); otherwise they are
+            checked only where given (records not yet tokenised).
+    """
+    if not isinstance(rec, dict):
+        raise Malformed(f"expected a JSON object, got {_json_name(rec)}")
+    check = _CHECKS.get(kind)
+    if check is None:
+        raise HeroError(f"unknown annotation format {kind!r}; known: {', '.join(sorted(_CHECKS))}")
+    id_field(rec, KIND_KEY[kind])
+    vid = rec.get("vid")
+    if vid is None:
+        if not is_test_split(split):
+            raise Malformed(f"missing field 'vid' (only test splits may leave the video out; split {split!r})")
+    elif not isinstance(vid, str) or not vid.strip():
+        raise Malformed(f"field 'vid' must be a non-empty string, got {_short(vid)}")
+    check(rec, ids)
+
+
+def _text_and_ids(rec: dict, text: str, ids_key: str, ids: bool) -> None:
+    """``rec[text]`` is a string; the token ids are checked (and required with ``ids``); one of them says something."""
+    value = need(rec, text, str)
+    if rec.get(ids_key) is not None or ids:
+        tokens = token_ids(need(rec, ids_key), ids_key)
+        if not tokens and not value.strip():
+            raise Malformed(f"field {text!r} is empty and has no token ids")
+    elif not value.strip():
+        raise Malformed(f"field {text!r} is empty")
+
+
+def _duration(rec: dict) -> float | None:
+    if rec.get("duration") is None:
+        return None
+    duration = number(rec["duration"], "duration")
+    if duration <= 0:
+        raise Malformed(f"duration must be > 0 seconds, got {rec['duration']!r}")
+    return duration
+
+
+def _check_retrieval(rec: dict, ids: bool) -> None:
+    _text_and_ids(rec, "desc", "input_ids", ids)
+    moments(rec, "ts", _duration(rec))
+    if rec.get("type") is not None and not isinstance(rec["type"], str):
+        raise Malformed(f"field 'type' must be a string, got {_short(rec['type'])}")
+
+
+def _check_qa(rec: dict, ids: bool) -> None:
+    _text_and_ids(rec, "q", "q_ids", ids)
+    answers = need(rec, "answers", list)
+    if len(answers) < 2 or not all(isinstance(a, str) for a in answers):
+        raise Malformed(f"field 'answers' must be a list of at least 2 strings, got {_short(answers)}")
+    if rec.get("a_ids") is not None or ids:
+        a_ids = need(rec, "a_ids", list)
+        if len(a_ids) != len(answers):
+            raise Malformed(f"field 'a_ids' has {len(a_ids)} lists for {len(answers)} answers")
+        for i, a in enumerate(a_ids):
+            token_ids(a, f"a_ids[{i}]")
+    idx = rec.get("answer_idx")
+    if idx is not None and (isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(answers)):
+        raise Malformed(f"field 'answer_idx' must be an integer in [0, {len(answers)}), got {_short(idx)}")
+    moments(rec, "ts")
+    if rec.get("q_type") is not None and not isinstance(rec["q_type"], str):
+        raise Malformed(f"field 'q_type' must be a string, got {_short(rec['q_type'])}")
+
+
+def _check_violin(rec: dict, ids: bool) -> None:
+    _text_and_ids(rec, "statement", "input_ids", ids)
+    label = rec.get("label")
+    if label is not None and (isinstance(label, bool) or label not in (0, 1)):
+        raise Malformed(f"field 'label' must be 0 or 1, got {_short(label)}")
+
+
+def _check_captioning(rec: dict, ids: bool) -> None:
+    moment(need(rec, "ts"), "ts", _duration(rec))
+    captions = rec.get("captions")
+    if captions is None:
+        captions = []
+    if not isinstance(captions, list):
+        raise Malformed(f"field 'captions' must be a list of {{desc_id, desc, input_ids}} objects, "
+                        f"got {_json_name(captions)}")
+    for i, c in enumerate(captions):
+        try:
+            if not isinstance(c, dict):
+                raise Malformed(f"expected an object, got {_json_name(c)}")
+            if c.get("desc_id") is not None:
+                id_field(c, "desc_id")
+            _text_and_ids(c, "desc", "input_ids", ids)
+        except Malformed as err:
+            raise Malformed(f"captions[{i}]: {err}") from None
+
+
+_CHECKS: dict[str, Callable[[dict, bool], None]] = {
+    "retrieval": _check_retrieval, "qa": _check_qa, "violin": _check_violin, "captioning": _check_captioning}
+
+
+def _json_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 # -- conversion driver --------------------------------------------------------------------------
 
 
@@ -194,6 +348,8 @@ def convert_records(
     out = []
     for where, rec in items:
         try:
+            if not isinstance(rec, dict):
+                raise Malformed(f"expected a JSON object, got {_json_name(rec)}")
             converted = convert(rec)
         except Malformed as err:
             problems.skip("malformed annotation", where, str(err))
@@ -272,8 +428,13 @@ def strip_where(records: list[dict]) -> list[dict]:
 __all__ = [
     "AnnotationSpec",
     "Malformed",
+    "KIND_KEY",
+    "check_record",
     "check_unique",
     "convert_records",
+    "is_test_split",
+    "moment",
+    "moments",
     "id_field",
     "iter_csv",
     "iter_jsonl",
@@ -289,5 +450,6 @@ __all__ = [
     "split_from_name",
     "strip_where",
     "text_field",
+    "token_ids",
     "tokenize_fields",
 ]

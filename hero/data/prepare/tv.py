@@ -53,17 +53,21 @@ def parse_tvqa_ts(value: Any) -> list[float] | None:
 
     Same rules as `hero.data.alignment.tvqa_span_target`: the first two ``-``-separated parts as
     floats (a third is ignored); anything unparsable or non-finite → None (reference ``[-1, -1]``).
+    An end before the start is None too (the reference would make a target of it); the caller
+    notes every None.
     """
     if isinstance(value, (list, tuple)):
-        return span(value)
-    if not isinstance(value, str):
+        st, ed = span(value)
+    elif not isinstance(value, str):
         raise Malformed(f"field 'ts' must be a 'st-ed' string or [st, ed], got {value!r}")
-    try:
-        parts = value.split("-")
-        st, ed = float(parts[0]), float(parts[1])
-    except (ValueError, IndexError):
-        return None
-    return [st, ed] if math.isfinite(st) and math.isfinite(ed) else None
+    else:
+        try:
+            parts = value.split("-")
+            st, ed = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            return None
+    # an end before the start names no moment (the question itself is still usable)
+    return [st, ed] if math.isfinite(st) and math.isfinite(ed) and 0 <= st <= ed else None
 
 
 def qa_record(rec: Any, num_answers: int | None = 5) -> dict:
