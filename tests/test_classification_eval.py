@@ -157,3 +157,41 @@ def test_violin_accuracy_and_errors(tmp_path):
     assert violin_accuracy(preds, raw)["accuracy"] == pytest.approx(500 / 6)
     with pytest.raises(HeroError, match=r"gt:3: qid 'c1-1': 'label' must be 0 or 1 \(got None\)"):
         violin_accuracy(preds, [*VIOLIN_GT[:2], {**VIOLIN_GT[2], "label": None}, *VIOLIN_GT[3:]], gt_source="gt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite predictions and task mismatches (issue 14, defects 3 and 14)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_non_finite_predictions_are_counted_with_the_first_qid():
+    preds = {"1": 0, "2": float("nan"), "3": float("inf"), "4": float("nan")}
+    with pytest.raises(HeroError, match=r"^p.json: 3 non-finite predictions \(NaN or infinity\); first at qid '2'$"):
+        qa_accuracy(preds, QA_GT, pred_source="p.json")
+    vpreds = {r["qid"]: 1 for r in VIOLIN_GT} | {"c1-0": float("-inf")}
+    with pytest.raises(HeroError, match=r"^p.json: 1 non-finite prediction \(NaN or infinity\); first at qid 'c1-0'$"):
+        violin_accuracy(vpreds, VIOLIN_GT, pred_source="p.json")
+
+
+def test_ground_truth_of_another_task_is_named():
+    with pytest.raises(HeroError, match=r"g.jsonl: this annotation file is for violin, not qa"):
+        qa_accuracy({r["qid"]: 1 for r in VIOLIN_GT}, VIOLIN_GT, gt_source="g.jsonl")
+    with pytest.raises(HeroError, match=r"g.jsonl: this annotation file is for qa, not violin"):
+        violin_accuracy({"1": 0, "2": 1, "3": 0, "4": 1}, QA_GT, gt_source="g.jsonl")
+    tvr = [{"qid": 7, "vid": "v1", "desc": "x", "ts": [0, 1], "type": "v"}]
+    with pytest.raises(HeroError, match=r"this annotation file is for retrieval, not qa"):
+        qa_accuracy({"7": 0}, tvr)
+
+
+def test_prediction_file_of_another_task_is_named():
+    violin_preds = {f"{i}-{label}": label for i in range(600) for label in (0, 1)}
+    with pytest.raises(HeroError, match=r"p.json: this looks like a violin prediction file, not qa: none of its "
+                                        r"1,200 qids is in g.jsonl"):
+        qa_accuracy(violin_preds, QA_GT, pred_source="p.json", gt_source="g.jsonl")
+    qa_preds = {str(100 + i): i % 5 for i in range(10)}
+    with pytest.raises(HeroError, match=r"p.json: this looks like a qa prediction file, not violin"):
+        violin_accuracy(qa_preds, VIOLIN_GT, pred_source="p.json", gt_source="g.jsonl")
+    with pytest.raises(HeroError, match=r"p.json: this looks like a retrieval submission, not qa"):
+        qa_accuracy({"video2idx": {"a": 1}, "VCMR": []}, QA_GT, pred_source="p.json")
+    with pytest.raises(HeroError, match=r"none of its 2 qids is in g.jsonl \(another split or dataset\?\)"):
+        qa_accuracy({"11": 0, "12": 3}, QA_GT, pred_source="p.json", gt_source="g.jsonl")

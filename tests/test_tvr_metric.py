@@ -318,13 +318,15 @@ def test_non_finite_scores_are_counted_with_the_first_desc_id():
     with pytest.raises(HeroError) as err:
         eval_retrieval(sub, _gt_records())
     msg = str(err.value)
-    assert "VCMR: 4 non-finite scores; first at desc_id 1" in msg and "VR: 3 non-finite scores; first at desc_id 0" in msg
+    assert "VCMR: 4 non-finite scores; first at desc_id 1" in msg
+    assert "VR: 3 non-finite scores; first at desc_id 0" in msg
 
 
 def test_more_than_100_predictions_is_an_error_unless_lenient():
     gt = _gt_records()
     many = [[10, 10.0, 20.0, 1.0]] * 101
-    with pytest.raises(HeroError, match=r"VCMR: 3 queries with more than 100 predictions .*; first at desc_id 0 \(101\)"):
+    with pytest.raises(HeroError, match=r"VCMR: 3 queries with more than 100 predictions .*; "
+                                        r"first at desc_id 0 \(101\)"):
         eval_retrieval(_sub(vcmr=[many] * 3), gt)
     notes: list[str] = []
     assert eval_retrieval(_sub(vcmr=[many] * 3), gt, strict=False, warnings=notes)["VCMR"]["0.5-r1"] == 100.0

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hero.errors import HeroError
+from hero.eval.formats import annotation_kind, non_finite, prediction_kind
 from hero.io import iter_jsonl, write_json_atomic
 
 Where = Callable[[int], str]
@@ -61,11 +62,26 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_task(kind: str, preds: Any, records: Sequence[Any], pred_source: str, gt_source: str) -> None:
+    """A ground truth or a prediction file of another task is named as such (not as missing qids)."""
+    gt_kind = annotation_kind(records[0]) if records else None
+    if gt_kind is not None and gt_kind != kind:
+        raise HeroError(f"{gt_source}: this annotation file is for {gt_kind}, not {kind} (score it with "
+                        f"`hero eval {gt_kind}`)")
+    if prediction_kind(preds) == "retrieval":
+        raise HeroError(f"{pred_source}: this looks like a retrieval submission, not {kind} predictions "
+                        f"(score it with `hero eval retrieval`)")
+
+
 def _check_keys(preds: Mapping[Any, Any], gt_qids: Sequence[str], pred_source: str,
-                gt_source: str) -> dict[str, Any]:
-    """Predictions keyed by ``str(qid)``; every GT qid present, no other one."""
+                gt_source: str, kind: str = "qa") -> dict[str, Any]:
+    """Predictions keyed by ``str(qid)``; every GT qid present, no other one, no NaN or infinity."""
     if not isinstance(preds, Mapping):
         raise HeroError(f"{pred_source}: expected a JSON object {{qid: prediction}}, got {type(preds).__name__}")
+    bad = non_finite(preds)
+    if bad:
+        raise HeroError(f"{pred_source}: {len(bad):,} non-finite prediction{'s' if len(bad) > 1 else ''} "
+                        f"(NaN or infinity); first at qid {str(bad[0])!r}")
     by_qid: dict[str, Any] = {}
     for key, value in preds.items():
         k = str(key)
@@ -75,6 +91,12 @@ def _check_keys(preds: Mapping[Any, Any], gt_qids: Sequence[str], pred_source: s
     known = set(gt_qids)
     missing = [q for q in gt_qids if q not in by_qid]
     unknown = [q for q in by_qid if q not in known]
+    if by_qid and len(unknown) == len(by_qid):  # nothing in common: the wrong file, not a few gaps
+        guess = prediction_kind(preds)
+        what = (f"this looks like a {guess} prediction file, not {kind}: " if guess not in (None, kind)
+                else "")
+        raise HeroError(f"{pred_source}: {what}none of its {len(by_qid):,} qids is in {gt_source} "
+                        f"(another split or dataset?)")
     if missing:
         raise HeroError(f"{pred_source}: no prediction for {len(missing)} of the {len(gt_qids)} qids of "
                         f"{gt_source}: {_examples(missing)}")
@@ -134,8 +156,9 @@ def qa_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
             ``[0, number of answers)``; a record without ``answer_idx`` (e.g. a test split).
     """
     where = where or _record_where(gt_source)
+    _check_task("qa", preds, records, pred_source, gt_source)
     qids = _gt_qids(records, where)
-    by_qid = _check_keys(preds, qids, pred_source, gt_source)
+    by_qid = _check_keys(preds, qids, pred_source, gt_source, "qa")
     hits: list[int] = []
     for i, (q, record) in enumerate(zip(qids, records)):
         gold = record.get("answer_idx")
@@ -166,8 +189,9 @@ def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any
         HeroError: missing, unknown or repeated qids; a prediction or label that is not 0 or 1.
     """
     where = where or _record_where(gt_source)
+    _check_task("violin", preds, records, pred_source, gt_source)
     qids = _gt_qids(records, where)
-    by_qid = _check_keys(preds, qids, pred_source, gt_source)
+    by_qid = _check_keys(preds, qids, pred_source, gt_source, "violin")
     hits: list[int] = []
     for i, (q, record) in enumerate(zip(qids, records)):
         gold = record.get("label")
