@@ -36,11 +36,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from hero.errors import HeroError
+
+if TYPE_CHECKING:
+    import numpy as np
+# numpy is imported inside the functions that use it: `hero data synth --help` (and so `hero --help`,
+# which builds every sub-command's options from this module) must not load it.
 
 FRAME_INTERVAL = 1.5
 """Seconds per frame, as in the TV datasets."""
@@ -176,6 +179,8 @@ class SynthConfig:
 
 
 def _rng(cfg: SynthConfig, purpose: int, index: int = 0) -> np.random.Generator:
+    import numpy as np
+
     return np.random.default_rng([cfg.seed, purpose, index])
 
 
@@ -188,6 +193,8 @@ class World:
 
     @classmethod
     def create(cls, cfg: SynthConfig) -> World:
+        import numpy as np
+
         rng = _rng(cfg, _WORLD)
         kinds = {"location": LOCATIONS, "character": CHARACTERS, "action": tuple(ACTIONS),
                  "object": tuple(OBJECTS), "color": COLORS}
@@ -309,6 +316,8 @@ def _choice(rng: np.random.Generator, items: list | tuple) -> Any:
 def make_episode(world: World, cfg: SynthConfig, index: int, vid: str, split: str,
                  video_only: bool) -> Episode:
     """Generate one episode (its own random stream: ``(seed, episode, index)``)."""
+    import numpy as np
+
     rng = _rng(cfg, _EPISODE, index)
     location = _choice(rng, LOCATIONS)
     cast = [str(c) for c in rng.permutation(np.array(CHARACTERS))[: int(rng.integers(2, 4))]]
@@ -562,6 +571,8 @@ def _tvr_candidates(ep: Episode) -> list[tuple[tuple, str, str, int, int]]:
 
 def _tvr(cfg: SynthConfig, eps: list[Episode], counters: Counter) -> list[dict]:
     """Queries whose content is unique among all moments of the split, mixed over types v/t/vt."""
+    import numpy as np
+
     cands = {ep.vid: _tvr_candidates(ep) for ep in eps}
     keys = Counter(c[0] for cs in cands.values() for c in cs)
     records = []
