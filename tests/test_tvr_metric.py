@@ -359,3 +359,17 @@ def test_submission_desc_id_must_be_a_string_or_an_integer():
     sub["VCMR"][1]["desc_id"] = True
     with pytest.raises(HeroError, match=r"VCMR: 1 entry without .*first at VCMR\[1\]"):
         eval_retrieval(sub, _gt_records())
+
+
+def test_files_of_another_task_are_named(tmp_path):
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("\n".join(json.dumps(r) for r in _gt_records()) + "\n")
+    sub = tmp_path / "sub.json"
+    sub.write_text(json.dumps({"1-0": 0, "1-1": 1}))
+    with pytest.raises(HeroError, match=r"sub.json: this looks like a violin prediction file, not a retrieval"):
+        evaluate_files(sub, gt)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"qid": 1, "vid": "a", "q": "?", "answers": ["x"] * 5, "answer_idx": 0,
+                              "ts": [0, 1]}) + "\n")
+    with pytest.raises(HeroError, match=r"qa.jsonl: this annotation file is for qa, not retrieval"):
+        load_ground_truth(qa)

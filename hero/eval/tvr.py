@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hero.errors import HeroError
+from hero.eval.formats import annotation_kind, prediction_kind
 from hero.io import iter_jsonl, write_json_atomic
 
 TASK_TYPES = ("VCMR", "SVMR", "VR")
@@ -138,6 +139,9 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
         where.append(f"{path}:{lineno}")
     if not records:
         raise HeroError(f"{path}: no records")
+    kind = annotation_kind(records[0])
+    if kind not in (None, "retrieval"):
+        raise HeroError(f"{path}: this annotation file is for {kind}, not retrieval (score it with `hero eval {kind}`)")
     return parse_ground_truth(records, where)
 
 
@@ -157,6 +161,10 @@ def load_submission(path: str | Path) -> dict:
             sub = json.load(f)
     except json.JSONDecodeError as err:
         raise HeroError(f"{path}: invalid JSON at line {err.lineno} ({err.msg})") from None
+    kind = prediction_kind(sub)
+    if kind not in (None, "retrieval"):
+        raise HeroError(f"{path}: this looks like a {kind} prediction file, not a retrieval submission "
+                        f"(score it with `hero eval {kind}`)")
     if not isinstance(sub, dict):
         raise HeroError(f"{path}: expected a JSON object with 'video2idx' and 'VCMR'/'SVMR'/'VR' lists")
     return sub
