@@ -212,15 +212,42 @@ def test_loss_falls_on_a_tiny_overfit_batch(tiny_config, corpus):
 # -- corpus inference --------------------------------------------------------------------------
 
 
-def test_corpus_encoding_does_not_depend_on_the_batching(tiny_config, corpus):
+def test_corpus_encoding_with_zero_padding_does_not_depend_on_the_batching(tiny_config, corpus):
     model = tiny_model(tiny_config).eval()
     vids = sorted(corpus.video_ids())
-    one = encode_corpus(model, corpus, vids, batch_size=len(vids))
-    two = encode_corpus(model, corpus, vids, batch_size=2)
+    cfg = RetrievalConfig(span_padding="zeros")
+    one = encode_corpus(model, corpus, vids, batch_size=len(vids), cfg=cfg)
+    two = encode_corpus(model, corpus, vids, batch_size=2, cfg=cfg)
     assert one.vids == vids and one.frames.shape[:2] == one.mask.shape
     assert one.mask.sum(1).tolist() == [corpus.clip(v).num_frames for v in vids]
     assert torch.allclose(one.frames, two.frames, atol=1e-5)
     assert one.frames[~one.mask].abs().sum() == 0  # zero past each video's end
+
+
+def test_corpus_encoding_with_reference_padding_keeps_each_chunks_padded_outputs(tiny_config, corpus):
+    """The official ``validate_full_vcmr``: chunks of sorted videos, padded-position outputs kept."""
+    from hero.data.batch import collate_video
+    from hero.tasks.retrieval import video_groups
+
+    model = tiny_model(tiny_config).eval()
+    vids = sorted(corpus.video_ids())
+    cfg = RetrievalConfig(span_padding="reference")
+    enc = encode_corpus(model, corpus, vids, batch_size=2, cfg=cfg)
+    zeros = encode_corpus(model, corpus, vids, batch_size=2, cfg=RetrievalConfig(span_padding="zeros"))
+    assert torch.equal(enc.mask, zeros.mask)
+    assert torch.allclose(enc.frames[enc.mask], zeros.frames[zeros.mask], atol=1e-5)  # real frames agree
+    for start in range(0, len(vids), 2):
+        clips = [corpus.clip(v) for v in vids[start:start + 2]]
+        with torch.no_grad():
+            alone = model.hero.encode_video(collate_video([c.features for c in clips],
+                                                          [video_groups(c, corpus, cfg) for c in clips]))
+        width = alone.shape[1]
+        assert torch.allclose(enc.frames[start:start + 2, :width], alone, atol=1e-5)
+        assert enc.frames[start:start + 2, width:].abs().sum() == 0  # zero past the chunk
+    assert enc.frames[~enc.mask].abs().sum() > 0  # some chunk pads a shorter video
+    # the chunking is a setting of its own: video_batch_size wins over the batch size given
+    same = encode_corpus(model, corpus, vids, batch_size=len(vids), cfg=RetrievalConfig(video_batch_size=2))
+    assert torch.allclose(same.frames, enc.frames, atol=1e-6)
 
 
 def test_chunked_global_scores_equal_the_vsm_scores(tiny_config, corpus):

@@ -65,10 +65,13 @@ class RetrievalConfig:
 
     # -- data --
     max_txt_len: int = 60
-    """Query tokens after ``[CLS]``."""
+    """Training query tokens after ``[CLS]``."""
     drop_long_train_queries: bool = True
     """Training queries longer than ``max_txt_len`` tokens are dropped (reference ``id2len``
-    filter) and counted; False truncates them. Inference always truncates."""
+    filter) and counted; False truncates them."""
+    inference_max_txt_len: int | None = None
+    """Query tokens after ``[CLS]`` at inference. None: the whole query, as the official
+    evaluation (``QueryTokLmdb(db, -1)``); only the query position table bounds it."""
     sub_ctx_len: int = 0
     """Each subtitle group's text also holds this many previous subtitles (MSR-VTT with ASR: 1)."""
     video_only: bool = False
@@ -92,7 +95,13 @@ class RetrievalConfig:
     hard_pool_size: int = 20
     hard_neg_weight: float = 10.0
     span_padding: str = "reference"
-    """See `hero.objectives.vsm.VsmConfig.span_padding`."""
+    """How the start/end convolution sees the positions past a clip's end, in training (see
+    `hero.objectives.vsm.VsmConfig.span_padding`) and at inference. ``reference``: as the official
+    ``validate_full_vcmr``, the corpus is encoded in chunks of ``video_batch_size`` videos in
+    sorted-name order and the temporal transformer's outputs at the padded positions of each chunk
+    are kept, so the last two frames' probabilities of a clip shorter than its chunk depend on the
+    chunking. ``zeros``: those positions are zero, every clip is scored as if encoded alone
+    (independent of batch size and order)."""
     # -- inference --
     q2c_alpha: float = 20.0
     """α of the video factor ``exp(α·S)``."""
@@ -106,7 +115,11 @@ class RetrievalConfig:
     nms_thd: float = 0.5
     """Temporal-NMS IoU threshold of the second set of metrics; −1 disables NMS."""
     query_batch_size: int = 80
-    """Queries scored together (the encoding batch size is the ``batch_size`` of `predict`)."""
+    """Queries scored together (reference ``vcmr_eval_batch_size``)."""
+    video_batch_size: int | None = None
+    """Videos per encoder call at inference (reference ``vcmr_eval_video_batch_size``, 50 for
+    TVR). None: the ``batch_size`` given to `predict`. With ``span_padding: reference`` it changes
+    the scores (see ``span_padding``)."""
     score_chunk_elems: int = 2**25
     """Upper bound on the elements of the intermediate tensors of one scoring step (memory knob)."""
     tasks: tuple[str, ...] = SUBMISSION_TASKS
@@ -117,8 +130,8 @@ class RetrievalConfig:
     def __post_init__(self) -> None:
         problems = []
         for name in ("max_txt_len", "video_only_group_len", "max_vcmr_video", "max_before_nms", "max_after_nms",
-                     "query_batch_size"):
-            if getattr(self, name) < 1:
+                     "query_batch_size", "inference_max_txt_len", "video_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ranking_loss not in ("hinge", "lse"):
             problems.append(f"ranking_loss must be 'hinge' or 'lse', got {self.ranking_loss!r}")
@@ -304,10 +317,23 @@ def video_groups(clip: Clip, corpus: Any, cfg: RetrievalConfig) -> list[Group]:
     return groups
 
 
-def query_rows(ids_list: Sequence[Sequence[int]], corpus: Any, cfg: RetrievalConfig) -> tuple[Tensor, Tensor]:
-    """``[CLS] + tokens[:max_txt_len]`` of every query, padded: ``ids (Q, T)``, ``mask (Q, T)``."""
+def query_rows(ids_list: Sequence[Sequence[int]], corpus: Any, cfg: RetrievalConfig,
+               limit: int | None = -1) -> tuple[Tensor, Tensor]:
+    """``[CLS] + tokens[:limit]`` of every query, padded: ``ids (Q, T)``, ``mask (Q, T)``.
+
+    ``limit`` −1 (default) is the training cut ``max_txt_len``; None keeps every token.
+    """
     tokens = corpus.tokens
-    return pad_token_rows([[tokens.cls_id, *ids[:cfg.max_txt_len]] for ids in ids_list], tokens.pad_id)
+    limit = cfg.max_txt_len if limit == -1 else limit
+    return pad_token_rows([[tokens.cls_id, *(ids if limit is None else ids[:limit])] for ids in ids_list],
+                          tokens.pad_id)
+
+
+def inference_query_limit(model: HeroForVcmr, cfg: RetrievalConfig) -> int:
+    """Query tokens kept after ``[CLS]`` at inference: ``inference_max_txt_len`` (None: all, as the
+    official evaluation), within the query position table (the reference would fail beyond it)."""
+    table = int(model.config.max_position_embeddings) - 1
+    return table if cfg.inference_max_txt_len is None else min(cfg.inference_max_txt_len, table)
 
 
 def span_step(cfg: RetrievalConfig, step: int) -> bool:
@@ -382,7 +408,9 @@ class CorpusEncoding:
 
     Attributes:
         vids: the videos, in row order.
-        frames: ``(V, L, D)`` temporal-transformer outputs, zero past each video's end.
+        frames: ``(V, L, D)`` temporal-transformer outputs. Past each video's end: zero
+            (``span_padding: zeros``), or (``reference``) the outputs at the padded positions of
+            its encoding chunk, then zero past the chunk's length.
         mask: ``(V, L)`` bool, True on real frames.
     """
 
@@ -394,11 +422,12 @@ class CorpusEncoding:
         return CorpusEncoding(self.vids, self.frames.to(device), self.mask.to(device))
 
 
-def _rank_slice(n: int) -> slice:
-    """This rank's contiguous share of ``n`` items (all of them in a single process)."""
+def _rank_slice(n: int, unit: int = 1) -> slice:
+    """This rank's contiguous share of ``n`` items (all of them in a single process), made of whole
+    runs of ``unit`` items (so chunk boundaries do not depend on the number of ranks)."""
     from hero.distributed import rank, world_size
 
-    per = math.ceil(n / world_size()) if n else 0
+    per = math.ceil(math.ceil(n / unit) / world_size()) * unit if n else 0
     return slice(min(n, rank() * per), min(n, (rank() + 1) * per))
 
 
@@ -412,25 +441,36 @@ def _gather_rows(x: Tensor, pad_dims: tuple[int, ...] = ()) -> Tensor:
 @torch.no_grad()
 def encode_corpus(model: HeroForVcmr, corpus: Any, vids: Sequence[str], batch_size: int = 50,
                   device: torch.device | str = "cpu", cfg: RetrievalConfig | None = None) -> CorpusEncoding:
-    """Encode the videos ``vids`` once (reference ``v_encoder(batch, 'repr')``).
+    """Encode the videos ``vids`` once (reference ``v_encoder(batch, 'repr')``), in chunks of
+    ``cfg.video_batch_size`` (else ``batch_size``) videos in the given order.
+
+    With ``span_padding: reference`` the outputs at each chunk's padded positions are kept, as the
+    official ``validate_full_vcmr`` keeps them (the span convolution reads them); with ``zeros``
+    they are zeroed and the result does not depend on the chunking.
 
     When ``torch.distributed`` is initialised, rank ``r`` encodes the ``r``-th contiguous share of
-    ``vids`` and the shares are gathered, so every rank ends with the whole corpus (the reference
-    re-encodes the whole corpus on every rank).
+    ``vids`` (whole chunks) and the shares are gathered, so every rank ends with the whole corpus
+    (the reference re-encodes the whole corpus on every rank).
 
     Returns:
         `CorpusEncoding` with ``frames (V, L, D)`` on ``device`` (``L`` = the longest video).
     """
     cfg = cfg or model.task_config
+    batch_size = int(cfg.video_batch_size or batch_size)
+    if batch_size < 1:
+        raise HeroError(f"video batch size must be >= 1, got {batch_size}")
+    keep_padding = cfg.span_padding == "reference"
     vids = list(vids)
-    mine = vids[_rank_slice(len(vids))]
+    mine = vids[_rank_slice(len(vids), batch_size)]
     d = model.config.hidden_size
     frames_parts, lengths = [], []
     for start in range(0, len(mine), batch_size):
         clips = [corpus.clip(v) for v in mine[start:start + batch_size]]
         video = collate_video([c.features for c in clips], [video_groups(c, corpus, cfg) for c in clips]).to(device)
         out = model.hero.encode_video(video)
-        frames_parts.append(out * video.frame_mask[..., None].to(out.dtype))
+        if not keep_padding:
+            out = out * video.frame_mask[..., None].to(out.dtype)
+        frames_parts.append(out)
         lengths += [c.num_frames for c in clips]
     length = max(lengths, default=1)
     # float32 whatever the autocast dtype: every rank must gather the same dtype, and the scores
@@ -454,10 +494,11 @@ def encode_corpus(model: HeroForVcmr, corpus: Any, vids: Sequence[str], batch_si
 @torch.no_grad()
 def encode_queries(model: HeroForVcmr, corpus: Any, ids_list: Sequence[Sequence[int]], cfg: RetrievalConfig,
                    batch_size: int = 80, device: torch.device | str = "cpu") -> Tensor:
-    """Query vectors ``(Q, D)`` of token lists (``[CLS] + tokens[:max_txt_len]``)."""
+    """Query vectors ``(Q, D)`` of token lists (``[CLS] + tokens``, cut by `inference_query_limit`)."""
     out = []
+    limit = inference_query_limit(model, cfg)
     for start in range(0, len(ids_list), batch_size):
-        ids, mask = query_rows(ids_list[start:start + batch_size], corpus, cfg)
+        ids, mask = query_rows(ids_list[start:start + batch_size], corpus, cfg, limit)
         out.append(model.hero.encode_query(ids.to(device), mask.to(device)))
     if not out:
         return torch.zeros(0, model.config.hidden_size, device=device)
