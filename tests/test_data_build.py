@@ -111,8 +111,8 @@ def test_no_subtitles_at_all_gives_pseudo_groups(tmp_path, tokenizer):
 
 
 def case_missing_video(kw):
-    kw["annotations"]["tvr"]["train"].append({"qid": "9", "vid": "ghost", "desc": "", "input_ids": [], "ts": None,
-                                              "duration": None, "type": None})
+    kw["annotations"]["tvr"]["train"].append({"qid": "9", "vid": "ghost", "desc": "who", "input_ids": [7],
+                                              "ts": None, "duration": None, "type": None})
     return "missing video", r"train.jsonl record 2 \(9\): names video 'ghost', which has no \(usable\) features"
 
 

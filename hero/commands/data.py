@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hero.errors import HeroError
-from hero.io import read_jsonl
+from hero.io import iter_jsonl
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build": ("per-video features + subtitles (+ annotations) -> corpus directory", "hero.commands.data:build"),
@@ -91,7 +91,7 @@ class build:  # noqa: N801 - a namespace with the sub-command's two functions
             raise HeroError(f"{args.out}: already exists (pass --overwrite to replace it)")
         features = read_feature_dir(args.features, args.feature_sets, problems)
         subtitles = read_subtitles(args.subtitles) if args.subtitles else None
-        raw = read_annotation_dirs(args.annotations or [])
+        raw = read_annotation_dirs(args.annotations or [], problems)
         with tempfile.TemporaryDirectory(prefix="hero-build-") as scratch:
             if args.train_tokenizer:
                 texts = [s.text for subs in (subtitles or {}).values() for s in subs]
@@ -117,8 +117,19 @@ class build:  # noqa: N801 - a namespace with the sub-command's two functions
         return 0
 
 
-def read_annotation_dirs(dirs: list[Path]) -> dict[str, dict[str, list[dict]]]:
-    """``{dataset: {split: records}}`` from directories of ``<dataset>/<split>.jsonl``."""
+def read_annotation_dirs(dirs: list[Path], problems: Any = None) -> dict[str, dict[str, list[dict]]]:
+    """``{dataset: {split: records}}`` from directories of ``<dataset>/<split>.jsonl``.
+
+    Each record is checked against the format of its dataset with the checker of
+    ``hero data prepare`` (token ids may be missing: they are filled in later); a malformed one
+    is a counted skip in ``problems`` (fatal in strict mode), named by ``file:line``, which the
+    record carries as ``_where`` until the corpus is written.
+    """
+    from hero.data.prepare import DATASETS
+    from hero.data.prepare.common import Malformed, check_record
+    from hero.data.problems import Problems
+
+    problems = problems if problems is not None else Problems()
     out: dict[str, dict[str, list[dict]]] = {}
     for d in dirs:
         files = sorted(d.glob("*/*.jsonl")) if d.is_dir() else []
@@ -126,9 +137,21 @@ def read_annotation_dirs(dirs: list[Path]) -> dict[str, dict[str, list[dict]]]:
             raise HeroError(f"{d}: no <dataset>/<split>.jsonl annotation files")
         for f in files:
             dataset, split = f.parent.name, f.stem
+            spec = DATASETS.get(dataset)
+            if spec is None:
+                raise HeroError(f"{f}: unknown dataset directory {dataset!r}; known: {', '.join(sorted(DATASETS))}")
             if split in out.get(dataset, {}):
                 raise HeroError(f"{f}: {dataset}/{split} was already given by another directory")
-            out.setdefault(dataset, {})[split] = read_jsonl(f)
+            records = []
+            for lineno, record in iter_jsonl(f):
+                where = f"{f}:{lineno}"
+                try:
+                    check_record(spec.kind, record, split, ids=False)
+                except Malformed as err:
+                    problems.skip("malformed annotation", where, str(err))
+                    continue
+                records.append({**record, "_where": where})
+            out.setdefault(dataset, {})[split] = records
     return out
 
 

@@ -25,7 +25,10 @@ unsorted subtitles             note: sorted by start time (the alignment needs t
 no subtitles                   note: pseudo subtitles (empty text, groups of 5 frames)
 subtitles of unknown video     skip those subtitles
 missing video                  skip the annotation record naming it
-malformed annotation           skip the record
+malformed annotation           skip the record (`hero.data.prepare.common.check_record`:
+                               types, ``ts`` order and range, ids, answers, labels, captions)
+moment outside the video       skip the record (its moment starts after the last frame)
+duplicate annotation           skip the record (its id repeats one of the same split)
 =============================  ============================================================
 
 Feature readers: `read_feature_dir` understands per-video ``.npz``/``.npy`` files (one feature
@@ -286,18 +289,55 @@ def _tokenizer_info(tokenizer: Any) -> tuple[dict[str, Any], Path | None]:
     return info, local
 
 
-def _check_annotation(record: Any, vids: set[str], where: str, problems: Problems) -> bool:
-    if not isinstance(record, dict):
-        problems.skip("malformed annotation", where, f"expected an object, got {type(record).__name__}")
-        return False
-    if "vid" not in record:
-        problems.skip("malformed annotation", where, "no 'vid' field")
-        return False
-    vid = record["vid"]
-    if vid is not None and vid not in vids:
-        problems.skip("missing video", where, f"names video {vid!r}, which has no (usable) features")
-        return False
-    return True
+def _check_annotations(dataset: str, split: str, records: Sequence[Any], nframes: Mapping[str, int],
+                       frame_interval: float, problems: Problems) -> list[dict]:
+    """The records of one split that may be written; every other one is a counted skip.
+
+    Each record is checked against its format (`hero.data.prepare.common.check_record`, the
+    checker `hero data prepare` uses), must name a video that made it into the corpus, must not
+    start after that video's last frame, and must not repeat an earlier record's id. A record may
+    carry ``_where`` (its ``file:line``), which is used in messages and not written.
+    """
+    from hero.data.prepare import DATASETS
+    from hero.data.prepare.common import KIND_KEY, Malformed, check_record, moments
+
+    spec = DATASETS.get(dataset)
+    if spec is None:
+        raise HeroError(f"annotations/{dataset}: unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    key = KIND_KEY[spec.kind]
+    seen: dict[str, str] = {}
+    good = []
+    for i, r in enumerate(records):
+        where = r.get("_where") if isinstance(r, dict) and r.get("_where") else _annotation_where(dataset, split, i, r)
+        if isinstance(r, dict) and "_where" in r:
+            r = {k: v for k, v in r.items() if k != "_where"}
+        try:
+            check_record(spec.kind, r, split, ids=True)
+        except Malformed as err:
+            problems.skip("malformed annotation", where, str(err))
+            continue
+        vid = r.get("vid")
+        if vid is not None:
+            if vid not in nframes:
+                problems.skip("missing video", where, f"names video {vid!r}, which has no (usable) features")
+                continue
+            seconds = nframes[vid] * frame_interval
+            late = [m for m in moments(r) if m[0] >= seconds]
+            if late and len(late) == len(moments(r)):
+                problems.skip("moment outside the video", where,
+                              f"ts {r['ts']} starts at {late[0][0]:g} s, after the end of video {vid!r} "
+                              f"({nframes[vid]} frames × {frame_interval:g} s = {seconds:g} s)")
+                continue
+            if late:
+                problems.note("moment outside the video", where,
+                              f"{len(late)} of the spans in ts start after the end of video {vid!r} ({seconds:g} s)")
+        k = str(r[key])
+        if k in seen:
+            problems.skip("duplicate annotation", where, f"{key} {r[key]!r} already given at {seen[k]}")
+            continue
+        seen[k] = where
+        good.append(r)
+    return good
 
 
 def _annotation_where(dataset: str, split: str, i: int, record: Any) -> str:
@@ -404,7 +444,7 @@ def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: It
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        kept: set[str] = set()
+        kept: dict[str, int] = {}  # video id -> frames
         video_writer: VideoStoreWriter | None = None
         dim: int | None = None
         with SubtitleStoreWriter(tmp / "subtitles", frame_interval=frame_interval, tokenizer=tok_info,
@@ -454,7 +494,7 @@ def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: It
                     assert video_writer is not None
                     video_writer.add(vid, arr)
                     sub_writer.add(vid, make_record(vid, n, where))
-                    kept.add(vid)
+                    kept[vid] = n
                 if video_writer is None:
                     raise HeroError("no usable video: every video was skipped (see the problems above)"
                                     if problems.num_skipped else "no video given")
@@ -468,8 +508,7 @@ def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: It
         counts: dict[str, dict[str, int]] = {}
         for dataset, splits in (annotations or {}).items():
             for split, records in splits.items():
-                good = [r for i, r in enumerate(records)
-                        if _check_annotation(r, kept, _annotation_where(dataset, split, i, r), problems)]
+                good = _check_annotations(dataset, split, records, kept, frame_interval, problems)
                 path = tmp / "annotations" / dataset / f"{split}.jsonl"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good))

@@ -118,7 +118,7 @@ def read_annotations(spec: DatasetSpec, path: Path, split: str | None, problems:
                      known_vids: set[str] | None = None) -> dict[str, list[dict]]:
     """Normalised (not yet tokenised) records of one raw file, by split.
 
-    Each record keeps its ``_where`` (``file:line``) until `finish_records`.
+    Each record keeps its ``_where`` (``file:line``) until `hero.data.build` writes it.
     """
     from hero.data.prepare import common
 
@@ -153,14 +153,14 @@ def _valid(spec: DatasetSpec, record: dict, split: str, problems: Any) -> bool:
 
 
 def finish_records(spec: DatasetSpec, records: list[dict], tokenizer: Any) -> list[dict]:
-    """Add the token ids and drop the bookkeeping fields."""
+    """Add the token ids. ``_where`` stays: `hero.data.build` names it in its checks and drops it."""
     from hero.data.prepare import common
 
     if spec.kind == "captioning":
         common.tokenize_fields([c for r in records for c in r["captions"]], tokenizer, [("desc", "input_ids")])
     else:
         common.tokenize_fields(records, tokenizer, TEXT_FIELDS[spec.kind])
-    return common.strip_where(records)
+    return records
 
 
 def annotation_texts(records: list[dict]) -> Iterator[str]:
