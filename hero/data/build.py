@@ -433,8 +433,13 @@ def build_corpus(
 def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: Iterable[tuple[str, Any]],
                   make_record: Any, leftovers: Any, annotations: Mapping[str, Mapping[str, Sequence[dict]]] | None,
                   tok_info: dict[str, Any], tokenizer_to_save: Any, feature_names: Any, limit: int,
-                  problems: Problems, source: dict[str, Any], overwrite: bool, dtype: str, log: Any) -> Path:
-    """Stream the videos into the stores (checking each), write annotations and metadata, rename into place."""
+                  problems: Problems, source: dict[str, Any], overwrite: bool, dtype: str, log: Any,
+                  extra_files: Mapping[str, Any] | None = None) -> Path:
+    """Stream the videos into the stores (checking each), write annotations and metadata, rename into place.
+
+    ``extra_files``: ``{relative path: JSON-able}`` written into the corpus too (e.g. the official
+    ``video2idx`` of a retrieval dataset).
+    """
     if out_dir.exists() and not overwrite:
         raise HeroError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
 
@@ -514,6 +519,9 @@ def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: It
                 path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good))
                 counts.setdefault(dataset, {})[split] = len(good)
 
+        for rel, content in (extra_files or {}).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_json(tmp / rel, content)
         if tokenizer_to_save is not None:
             tokenizer_to_save.save(tmp / "tokenizer")
             tok_info["local_dir"] = "tokenizer"
@@ -568,6 +576,7 @@ def convert_reference(
         ReferenceTxtDb,
         ReferenceVideoDb,
         read_reference_annotations,
+        reference_special_tokens,
         reference_to_hero_subtitles,
     )
 
@@ -585,6 +594,11 @@ def convert_reference(
             tokenizer = str(tokenizer)
     if isinstance(tokenizer, str):
         tok_info, tok_obj = {"name_or_path": tokenizer, "local_dir": None}, None
+        # the dbs' meta.json name the special ids: enough to run a model offline without the tokenizer
+        metas = ([subs.meta] if subs is not None else []) + [ReferenceTxtDb(p).meta for p in (txt_dbs or {}).values()]
+        special = next((t for t in map(reference_special_tokens, metas) if t is not None), None)
+        if special is not None:
+            tok_info["tokens"] = special
     else:
         tok_info, tok_dir = _tokenizer_info(tokenizer)
         tok_obj = tokenizer if tok_dir is not None else None
@@ -626,15 +640,21 @@ def convert_reference(
                                   "no (usable) features for this video; its subtitles are dropped")
 
     annotations: dict[str, dict[str, list[dict]]] = {}
+    extra_files: dict[str, Any] = {}
     for (dataset, split), path in (txt_dbs or {}).items():
-        annotations.setdefault(dataset, {})[split] = read_reference_annotations(ReferenceTxtDb(path), dataset, problems)
+        txt_db = ReferenceTxtDb(path)
+        annotations.setdefault(dataset, {})[split] = read_reference_annotations(txt_db, dataset, problems)
+        # the official video2idx of TVR submissions (released beside the subtitle or query db)
+        vid2dur_idx = txt_db.side("vid2dur_idx") or (subs.side("vid2dur_idx") if subs is not None else None)
+        if dataset in ("tvr", "how2r", "didemo") and isinstance(vid2dur_idx, dict):
+            extra_files[f"annotations/{dataset}/video2idx.json"] = vid2dur_idx
     source = {"reference_video_db": str(video.path), "reference_sub_db": None if subs is None else str(subs.path),
               "reference_txt_dbs": {f"{d}/{s}": str(p) for (d, s), p in (txt_dbs or {}).items()}}
     return _write_corpus(Path(out_dir), name=name or video.path.parent.name, frame_interval=interval,
                          videos=videos(), make_record=make_record, leftovers=leftovers, annotations=annotations,
                          tok_info=tok_info, tokenizer_to_save=tok_obj, feature_names=video.meta.features,
                          limit=DEFAULT_MAX_FRAMES if max_frames is None else int(max_frames), problems=problems,
-                         source=source, overwrite=overwrite, dtype=dtype, log=log)
+                         source=source, overwrite=overwrite, dtype=dtype, log=log, extra_files=extra_files)
 
 
 __all__ = [

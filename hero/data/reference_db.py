@@ -413,12 +413,19 @@ def _vid(rec: dict[str, Any]) -> str:
 
 
 def _span(ts: Any) -> Any:
-    """``"st-ed"`` strings (TVQA) become ``[st, ed]``; lists pass through; empty → None."""
+    """``"st-ed"`` strings (TVQA) become ``[st, ed]``; lists pass through; empty → None.
+
+    A string that gives no finite pair (TVQA's ``"NaN-NaN"``) is None: the reference's
+    ``get_st_ed_label`` turns it into the "no target" span −1.
+    """
     if ts is None or ts == "" or ts == []:
         return None
     if isinstance(ts, str):
+        import math
+
         st, ed = ts.split("-")
-        return [float(st), float(ed)]
+        pair = [float(st), float(ed)]
+        return pair if all(math.isfinite(t) for t in pair) else None
     if isinstance(ts[0], (list, tuple)):
         return [[float(a), float(b)] for a, b in ts]
     return [float(ts[0]), float(ts[1])]
@@ -432,7 +439,7 @@ def reference_annotation(dataset: str, key: str, rec: dict[str, Any]) -> dict[st
     """One txt_db record of ``dataset`` as our annotation record (raises KeyError/TypeError if malformed)."""
     if dataset in RETRIEVAL:
         ts = rec.get("ts", rec.get("target"))
-        return {"qid": str(rec.get("qid", rec.get("desc_id", key))), "vid": _vid(rec) if _has_vid(rec) else None,
+        return {"qid": _query_id(rec, key), "vid": _vid(rec) if _has_vid(rec) else None,
                 "desc": rec.get("desc", ""), "input_ids": list(rec["input_ids"]), "ts": _span(ts),
                 "duration": None if rec.get("duration") is None else float(rec["duration"]),
                 "type": rec.get("type")}
@@ -454,6 +461,34 @@ def reference_annotation(dataset: str, key: str, rec: dict[str, Any]) -> dict[st
         return {"clip_id": rec.get("clip_id", _int_or_str(key)), "vid": _vid(rec), "ts": _span(rec["ts"]),
                 "duration": None if rec.get("duration") is None else float(rec["duration"]), "captions": caps}
     raise HeroError(f"unknown dataset {dataset!r}; known: {', '.join(RETRIEVAL + QA + ('violin', 'tvc'))}")
+
+
+def _query_id(rec: dict[str, Any], key: str) -> Any:
+    """A retrieval query's id: its ``desc_id`` as the official ground truth has it (TVR: an int,
+    which the official evaluator requires in submissions), else its ``qid`` / db key as a string."""
+    desc_id = rec.get("desc_id")
+    if isinstance(desc_id, int) and not isinstance(desc_id, bool):
+        return desc_id
+    return str(rec.get("qid", desc_id if desc_id is not None else key))
+
+
+def reference_special_tokens(meta: Any) -> dict[str, Any] | None:
+    """The special-token ids a reference db's ``meta.json`` records (``CLS``, ``PAD``, ``SEP``,
+    ``UNK``, ``MASK``, ``v_range``), as ``corpus.json`` keeps them; None when it lacks one."""
+    names = {"cls_id": "CLS", "pad_id": "PAD", "sep_id": "SEP", "unk_id": "UNK", "mask_id": "MASK"}
+    if not isinstance(meta, dict):
+        return None
+    out: dict[str, Any] = {}
+    for ours, theirs in names.items():
+        value = meta.get(theirs)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        out[ours] = value
+    rng = meta.get("v_range")
+    if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and all(isinstance(v, int) for v in rng)):
+        return None
+    out["random_range"] = [int(rng[0]), int(rng[1])]
+    return out
 
 
 def _has_vid(rec: dict[str, Any]) -> bool:
@@ -491,6 +526,7 @@ __all__ = [
     "hero_to_reference_subtitles",
     "read_reference_annotations",
     "reference_annotation",
+    "reference_special_tokens",
     "reference_to_hero_subtitles",
     "write_reference_txt_db",
     "write_reference_video_db",
