@@ -114,3 +114,60 @@ def test_unknown_kind_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as err:
         main(["eval", "bleu"])
     assert err.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14: what fine-tuning writes is what `hero eval caption` reads (defect 13); task mix-ups
+# are named (defect 14)
+# ---------------------------------------------------------------------------------------------
+
+
+def _no_java(monkeypatch):
+    import hero.eval.captioning as metrics
+
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+
+
+def test_caption_reads_a_json_array_of_records(tmp_path, capsys, monkeypatch):
+    _no_java(monkeypatch)
+    refs = tmp_path / "val.jsonl"  # a corpus annotation file
+    refs.write_text("\n".join(json.dumps({"clip_id": i, "vid": "a", "ts": [0, 1], "captions": [{"desc": d}]})
+                              for i, d in enumerate(["Joey eats a sandwich.", "Ross opens the door."])) + "\n")
+    pred = tmp_path / "tvc_val_step2.json"  # what fine-tuning wrote before it used the TVC writer
+    pred.write_text(json.dumps([{"vid_name": "a", "clip_id": i, "ts": [0, 1], "descs": [{"desc": d}]}
+                                for i, d in enumerate(["Joey eats a sandwich.", "Ross opens a door."])]))
+    rc, stdout, stderr = _run(capsys, "eval", "caption", "--pred", str(pred), "--gt", str(refs), "--no-meteor")
+    assert rc == 0, stderr
+    assert 50 < json.loads(stdout)["Bleu_1"] < 100
+
+
+def test_caption_with_files_of_another_task(tmp_path, capsys, monkeypatch):
+    _no_java(monkeypatch)
+    tvr = tmp_path / "tvr.jsonl"
+    tvr.write_text(json.dumps({"qid": 1, "vid": "a", "desc": "x", "ts": [0, 1]}) + "\n")
+    rc, _, stderr = _run(capsys, "eval", "caption", "--pred", str(tvr), "--gt", str(tvr))
+    assert rc == 2 and f"{tvr}:1: this looks like a retrieval record, not captioning" in stderr
+
+
+@pytest.mark.slow
+def test_caption_scores_the_predictions_fine_tuning_writes(tmp_path, capsys, monkeypatch):
+    from reliability.matrix import Workspace
+
+    _no_java(monkeypatch)
+    ws = Workspace(tmp_path / "ws", tmp_path / "shared")
+    corpus = ws.corpus()
+    config = tmp_path / "tvc.yaml"
+    config.write_text(
+        f"output_dir: {tmp_path / 'run'}\ntask: tvc\ndataset: tvc\ncorpus: {corpus}\nmodel: {{preset: hero-tiny}}\n"
+        "task_config: {max_gen_step: 4, num_attention_heads: 4, intermediate_size: 64, max_position_embeddings: 64}\n"
+        "eval_batch_size: 4\noptim: {lr: 1.0e-3, warmup_steps: 1}\n"
+        "train: {num_train_steps: 1, batch_size: 2, num_workers: 0, save_every: 1, progress: false, device: cpu}\n")
+    rc, _, stderr = _run(capsys, "finetune", "--config", str(config))
+    assert rc == 0, stderr
+    [pred] = (tmp_path / "run" / "predictions").iterdir()
+    assert pred.name == "tvc_val_step1.jsonl"
+    rc, stdout, stderr = _run(capsys, "eval", "caption", "--pred", str(pred),
+                              "--gt", str(corpus / "annotations" / "tvc" / "val.jsonl"), "--no-meteor")
+    assert rc == 0, stderr
+    finetuned = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert json.loads(stdout)["CIDEr"] == pytest.approx(finetuned["CIDEr"])

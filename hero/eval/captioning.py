@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hero.errors import HeroError
+from hero.eval.formats import annotation_kind
 from hero.io import iter_jsonl, write_json_atomic
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -257,14 +258,40 @@ def _clip_id(record: dict, where: str) -> Hashable:
     return clip_id
 
 
+def _prediction_records(path: str | Path):
+    """``(where, record)`` of a prediction file: JSONL, or one JSON array of records (what fine-tuning
+    wrote into ``predictions/*.json`` before it used the JSONL writer)."""
+    from hero.io import read_json, read_text
+
+    text = read_text(path)
+    if not text.lstrip().startswith("["):
+        yield from _records(path)
+        return
+    for i, record in enumerate(read_json(path, expect=list)):
+        where = f"{path}: record {i + 1}"
+        if not isinstance(record, dict):
+            raise HeroError(f"{where}: expected a JSON object, got a {type(record).__name__}")
+        yield where, record
+
+
+def _check_is_caption(record: dict, where: str, what: str) -> None:
+    """Name a file of another task (a TVR query, a QA question) instead of its missing 'clip_id'."""
+    kind = annotation_kind(record)
+    if "clip_id" not in record and kind not in (None, "caption"):
+        raise HeroError(f"{where}: this looks like a {kind} {what}, not captioning (score it with "
+                        f"`hero eval {kind}`)")
+
+
 def load_tvc_predictions(path: str | Path) -> dict[Hashable, str]:
-    """Official TVC prediction JSONL (``{"clip_id", "descs": [{"desc"}, ...]}``; ``.gz`` accepted).
+    """Official TVC prediction JSONL (``{"clip_id", "descs": [{"desc"}, ...]}``; ``.gz`` accepted),
+    or the same records as one JSON array.
 
     Only the first desc of a clip is used, as by the official evaluator. A clip predicted twice is
     an error (the official evaluator would silently keep the last).
     """
     out: dict[Hashable, str] = {}
-    for where, record in _records(path):
+    for where, record in _prediction_records(path):
+        _check_is_caption(record, where, "record")
         clip_id = _clip_id(record, where)
         if clip_id in out:
             raise HeroError(f"{where}: clip_id {clip_id!r} predicted twice")
@@ -277,6 +304,7 @@ def load_tvc_references(path: str | Path) -> dict[Hashable, list[str]]:
     annotation file (``"captions"`` instead of ``"descs"``); ``.gz`` accepted."""
     out: dict[Hashable, list[str]] = {}
     for where, record in _records(path):
+        _check_is_caption(record, where, "annotation file")
         clip_id = _clip_id(record, where)
         if clip_id in out:
             raise HeroError(f"{where}: clip_id {clip_id!r} appears twice")

@@ -38,6 +38,36 @@ def get_task(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def check_dataset(task: Any, dataset: str) -> None:
+    """A `HeroError` naming the mismatch when ``task`` does not read ``dataset`` (a VCMR model given
+    ``tvqa`` would otherwise fail on a missing annotation key)."""
+    if dataset not in task.datasets:
+        other = DATASET_TASKS.get(dataset)
+        hint = f" ({dataset} is read by task {other})" if other else ""
+        raise HeroError(f"model task {task.name} reads datasets {', '.join(task.datasets)}; got {dataset}{hint}")
+
+
+def prediction_suffix(task: Any) -> str:
+    """The file suffix of the task's prediction files (``.jsonl`` for TVC, else ``.json``)."""
+    return getattr(task, "prediction_suffix", ".json")
+
+
+def write_task_predictions(task: Any, predictions: Any, path: Any, cfg: Any = None) -> None:
+    """Write predictions in the task's official format, atomically, through the task's own writer
+    (the one `hero predict` uses), so that `hero eval` reads what fine-tuning writes."""
+    import inspect
+
+    writer = getattr(task, "write_predictions", None)
+    if writer is None:
+        from hero.io import write_json_atomic
+
+        write_json_atomic(path, predictions)
+    elif len(inspect.signature(writer).parameters) >= 3:  # writers that take the task settings
+        writer(predictions, path, cfg)
+    else:
+        writer(predictions, path)
+
+
 def task_of_model(architecture: str) -> Any:
     """The ``TASK`` whose model class is named ``architecture`` (from a checkpoint's config.json)."""
     for name in TASKS:

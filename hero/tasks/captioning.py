@@ -676,6 +676,8 @@ class _Task:
     datasets: tuple[str, ...] = ("tvc",)
     config_class: type = TvcConfig
     model_class: type = HeroForTvc
+    prediction_suffix: str = ".jsonl"
+    """Predictions are official TVC JSONL (`write_predictions`), the format `hero eval caption` reads."""
 
     train_items = staticmethod(train_items)
     collate = staticmethod(collate)

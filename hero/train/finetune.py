@@ -24,7 +24,7 @@ import torch
 
 from hero.errors import HeroError
 from hero.io import write_json_atomic
-from hero.tasks import get_task
+from hero.tasks import get_task, prediction_suffix, write_task_predictions
 from hero.train.build import hero_config, initialise
 from hero.train.config import ModelSpec, OptimConfig, TrainConfig, from_dict
 from hero.train.data import derive_seed
@@ -182,8 +182,9 @@ def run_finetune(config: FinetuneConfig, log=print) -> dict[str, Any]:
         if config.eval_split is None:
             return {}
         preds = task.predict(m, corpus, config.dataset, config.eval_split, cfg, config.eval_batch_size, env.device)
-        if env.is_main:
-            write_json_atomic(run_dir / "predictions" / f"{config.dataset}_{config.eval_split}_step{step}.json", preds)
+        if env.is_main:  # through the task's writer: `hero eval` reads these files as they are
+            name = f"{config.dataset}_{config.eval_split}_step{step}{prediction_suffix(task)}"
+            write_task_predictions(task, preds, run_dir / "predictions" / name, cfg)
         return task.evaluate(preds, corpus, config.dataset, config.eval_split, cfg)
 
     if env.is_main:
