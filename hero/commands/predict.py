@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         k, v = kv.split("=", 1)
         overrides[k] = yaml.safe_load(v)
     task, cfg, model = load_task_model(args.model, overrides)
+    from hero.tasks import check_dataset
+
+    check_dataset(task, args.dataset)  # a VCMR model on tvqa: the mismatch, not a missing annotation key
     # Under torchrun, tasks that support it (retrieval) shard the corpus encoding across ranks;
     # every rank returns the same predictions and rank 0 writes them.
     env = setup(args.device)
