@@ -500,8 +500,9 @@ def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: It
                     video_writer.add(vid, arr)
                     sub_writer.add(vid, make_record(vid, n, where))
                     kept[vid] = n
-                if video_writer is None:
-                    raise HeroError("no usable video: every video was skipped (see the problems above)"
+                if not kept:  # also when the first video fixed the dimension and was then skipped
+                    raise HeroError("no usable video: every video was skipped ("
+                                    + ", ".join(f"{c} × {k}" for k, c in sorted(problems.skipped.items())) + ")"
                                     if problems.num_skipped else "no video given")
             except BaseException:
                 if video_writer is not None:
