@@ -13,6 +13,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
         p.add_argument("out", type=Path, help="output directory (safetensors + config.json)")
         p.add_argument("--num-heads", type=int, default=None, help="attention heads (default hidden/64)")
         p.add_argument("--vocab-size", type=int, default=None, help="real vocabulary (default 50265 for RoBERTa)")
+        p.add_argument("--task", default=None,
+                       help="pretrain, vcmr, vr, qa, violin or tvc (default: from the checkpoint's head keys, else "
+                            "the task in ../log/hps.json, else pretrain)")
     elif name == "init-roberta":
         p.add_argument("roberta", help="local Hugging Face RoBERTa directory, or a hub name when online")
         p.add_argument("out", type=Path)
@@ -29,10 +32,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from hero.objectives import HeroForPretraining
+    from hero.model.checkpoint import read_reference_checkpoint
+    from hero.tasks.reference import read_hps, reference_task_of
 
-    model = HeroForPretraining.from_reference(args.checkpoint, num_attention_heads=args.num_heads,
-                                              vocab_size=args.vocab_size)
+    task, how = args.task, "given"
+    if task is None:
+        task, how = reference_task_of(read_reference_checkpoint(args.checkpoint), read_hps(args.checkpoint))
+        if task is None:
+            task, how = "pretrain", f"{how}: the pre-training model (pass --task vcmr for a retrieval checkpoint)"
+    if task == "pretrain":
+        from hero.objectives import HeroForPretraining
+
+        model = HeroForPretraining.from_reference(args.checkpoint, num_attention_heads=args.num_heads,
+                                                  vocab_size=args.vocab_size)
+    else:
+        from hero.train.reference import load_reference_task_model
+
+        task_obj, _, model, _ = load_reference_task_model(args.checkpoint, task, num_attention_heads=args.num_heads,
+                                                          vocab_size=args.vocab_size)
+        task = task_obj.name
+    print(f"task: {task} ({how})")
     print(model.load_report.summary())
     out = model.save_pretrained(args.out, metadata={"converted_from": str(args.checkpoint)})
     print(f"wrote {out}")

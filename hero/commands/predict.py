@@ -1,8 +1,13 @@
 """``hero predict --model DIR --corpus DIR --dataset NAME --split SPLIT --out FILE`` (torchrun-ready).
 
-Runs a fine-tuned model (a run directory, a checkpoint or a saved model) over a split and writes
-its predictions in the task's official format (TVR submission JSON, ``{qid: answer}`` JSON, TVC
-JSONL, ...). With ``--eval`` it also scores them against the split's annotations.
+Runs a fine-tuned model (a run directory, a checkpoint, a saved model, or a reference ``.pt``
+task checkpoint) over a split and writes its predictions in the task's official format (TVR
+submission JSON, ``{qid: answer}`` JSON, TVC JSONL, ...). With ``--eval`` it also scores them
+against the split's annotations.
+
+A reference checkpoint (``.../ckpt/model_step_N.pt``) is loaded as `hero.train.reference`
+describes: its task from ``--task``, else from its keys or ``../log/hps.json``; its task settings
+from ``../log/hps.json``, then the ``key=value`` arguments.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, type=Path, help="fine-tuned run directory, checkpoint or model dir")
+    p.add_argument("--model", required=True, type=Path,
+                   help="fine-tuned run directory, checkpoint or model dir, or a reference .pt task checkpoint")
+    p.add_argument("--task", default=None,
+                   help="vcmr, vr, qa, violin or tvc: the task of a reference .pt (default: from its keys or "
+                        "log/hps.json); with a model directory, checked against the model's task")
     p.add_argument("--corpus", required=True, type=Path, help="prepared dataset directory")
     p.add_argument("--dataset", required=True, help="annotation dataset, e.g. tvr, tvqa, violin, tvc")
     p.add_argument("--split", default="val")
@@ -32,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from hero.data.corpus import Corpus
-    from hero.errors import HeroError
+    from hero.errors import HeroError, NonFiniteError
     from hero.io import write_json_atomic
     from hero.train.distributed import setup
     from hero.train.finetune import load_task_model
@@ -43,7 +52,18 @@ def run(args: argparse.Namespace) -> int:
             raise HeroError(f"{kv!r}: expected key=value")
         k, v = kv.split("=", 1)
         overrides[k] = yaml.safe_load(v)
-    task, cfg, model = load_task_model(args.model, overrides)
+    if args.model.is_file():
+        from hero.train.reference import load_reference_task_model
+
+        task, cfg, model, how = load_reference_task_model(args.model, args.task, overrides)
+        print(f"{args.model}: reference {task.name} checkpoint ({how}); {model.load_report.summary().splitlines()[0]}")
+    else:
+        task, cfg, model = load_task_model(args.model, overrides)
+        if args.task is not None:
+            from hero.tasks.reference import task_name
+
+            if task_name(args.task) != task.name:
+                raise HeroError(f"--task {args.task}: {args.model} holds a {task.name} model")
     from hero.tasks import check_dataset
 
     check_dataset(task, args.dataset)  # a VCMR model on tvqa: the mismatch, not a missing annotation key
@@ -53,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
     device = env.device
     model = model.to(device).eval()
     corpus = Corpus(args.corpus, max_clip_len=args.max_clip_len)
-    with torch.no_grad():
-        preds = task.predict(model, corpus, args.dataset, args.split, cfg, args.batch_size, device)
+    try:
+        with torch.no_grad():
+            preds = task.predict(model, corpus, args.dataset, args.split, cfg, args.batch_size, device)
+    except NonFiniteError as err:  # nothing is written: a NaN submission scores as if it meant something
+        raise HeroError(f"{args.model}: the model gives {err}; refusing to write {args.out}") from None
     if not env.is_main:
         return 0
     writer = getattr(task, "write_predictions", None)
