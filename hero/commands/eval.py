@@ -26,6 +26,17 @@ KINDS: dict[str, str] = {
 }
 
 
+def _iou_threshold(text: str) -> float:
+    """argparse ``type=``: an IoU threshold in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"an IoU threshold must be in (0, 1], got {text}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="kind", required=True, metavar="KIND")
     r = sub.add_parser("retrieval", help=KINDS["retrieval"], description=KINDS["retrieval"])
@@ -33,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="submission JSON (.gz accepted): video2idx and VCMR / SVMR / VR lists")
     r.add_argument("--gt", type=Path, required=True,
                    help="ground truth JSONL (.gz accepted): official TVR records or corpus annotations")
-    r.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7], help="IoU thresholds (default 0.5 0.7)")
+    r.add_argument("--iou", type=_iou_threshold, nargs="+", default=[0.5, 0.7],
+                   help="IoU thresholds in (0, 1] (default 0.5 0.7)")
     types = r.add_mutually_exclusive_group()
     types.add_argument("--by-type", dest="use_desc_type", action="store_true", default=None,
                        help="always add the *_by_type blocks (default: when every GT record has a type)")

@@ -13,6 +13,17 @@ import argparse
 from pathlib import Path
 
 
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an integer ≥ 1 (argparse then prints its one-line error and exits 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser, name: str = "search") -> None:
     if name == "index":
         p.add_argument("--model", required=True, type=Path, help="fine-tuned VCMR/VR model, run dir or checkpoint")
@@ -22,22 +33,23 @@ def add_arguments(p: argparse.ArgumentParser, name: str = "search") -> None:
         p.add_argument("--split", default="val")
         p.add_argument("--faiss", default="flat", choices=["flat", "ivf", "ivf-sq8", "hnsw"],
                        help="flat: exact; ivf / ivf-sq8 / hnsw: approximate, for millions of frames")
-        p.add_argument("--nlist", type=int, help="inverted lists of an ivf index (default 4*sqrt(frames))")
-        p.add_argument("--hnsw-m", type=int, default=32)
+        p.add_argument("--nlist", type=positive_int, help="inverted lists of an ivf index (default 4*sqrt(frames))")
+        p.add_argument("--hnsw-m", type=positive_int, default=32)
         p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="frames.npy storage")
-        p.add_argument("--batch-size", type=int, default=32, help="videos per encoder call")
-        p.add_argument("--max-clip-len", type=int, default=100)
+        p.add_argument("--batch-size", type=positive_int, default=32, help="videos per encoder call")
+        p.add_argument("--max-clip-len", type=positive_int, default=100)
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         p.add_argument("--overwrite", action="store_true")
         return
     p.add_argument("--index", required=True, type=Path, help="index directory (hero index)")
     p.add_argument("query", nargs="+", help="query text (several words are joined)")
-    p.add_argument("--top", type=int, default=10, help="moments to print")
-    p.add_argument("--videos", type=int, help="videos that get span scores (default: the model's max_vcmr_video)")
+    p.add_argument("--top", type=positive_int, default=10, help="moments to print")
+    p.add_argument("--videos", type=positive_int,
+                   help="videos that get span scores (default: the model's max_vcmr_video)")
     p.add_argument("--exact", action="store_true", help="score every frame instead of going through FAISS")
-    p.add_argument("--frames", type=int, help="frames asked from FAISS (default max(200, 20 x videos))")
-    p.add_argument("--nprobe", type=int, help="ivf: lists visited per query")
-    p.add_argument("--ef-search", type=int, help="hnsw: search breadth")
+    p.add_argument("--frames", type=positive_int, help="frames asked from FAISS (default max(200, 20 x videos))")
+    p.add_argument("--nprobe", type=positive_int, help="ivf: lists visited per query")
+    p.add_argument("--ef-search", type=positive_int, help="hnsw: search breadth")
     p.add_argument("--no-nms", action="store_true", help="no temporal NMS of overlapping moments")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -78,18 +90,29 @@ def _run_index(args: argparse.Namespace) -> int:
 def _run_search(args: argparse.Namespace) -> int:
     import dataclasses
     import json
+    import sys
 
+    from hero.errors import HeroError
     from hero.search import SearchIndex
+    from hero.tasks.retrieval import inference_query_limit
     from hero.train.distributed import pick_device
 
-    index = SearchIndex(args.index, device=pick_device(args.device, 0))
     text = " ".join(args.query)
+    if not text.strip():
+        raise HeroError("the query is empty")
+    index = SearchIndex(args.index, device=pick_device(args.device, 0))
+    kept = inference_query_limit(index.model, index.cfg)
+    n_tokens = len(index.tokenizer.encode(text)) if index.tokenizer is not None else 0
+    if n_tokens > kept:  # the model has a position table of fixed size: the query is cut, as in evaluation
+        print(f"hero search: note: the query has {n_tokens:,} tokens; the model reads the first {kept}",
+              file=sys.stderr)
     hits = index.search(text, top=args.top, videos=args.videos, exact=args.exact, n_frames=args.frames,
                         nms=False if args.no_nms else None, nprobe=args.nprobe, ef_search=args.ef_search)
     if args.json:
         print(json.dumps({"query": text, "moments": [dataclasses.asdict(h) for h in hits]}, indent=2))
         return 0
-    print(f"query: {text}")
+    shown = text if len(text) <= 200 else f"{text[:200]}... ({len(text):,} characters)"
+    print(f"query: {shown}")
     if not hits:
         print("no moment found")
         return 0

@@ -318,6 +318,8 @@ class SearchIndex:
 
     def _ids(self, query: str | Sequence[int]) -> list[int]:
         if isinstance(query, str):
+            if not query.strip():
+                raise HeroError("the query is empty")
             if self.tokenizer is None:
                 raise HeroError(f"{self.directory} has no tokenizer/; pass token ids or a tokenizer")
             ids = self.tokenizer.encode(query)
