@@ -72,7 +72,12 @@ def _init_roberta(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from hero.model.checkpoint import read_config
+    import sys
 
-    print(json.dumps(read_config(args.checkpoint), indent=2, sort_keys=True))
+    from hero.model.checkpoint import describe_weights, read_config
+
+    meta = read_config(args.checkpoint)
+    weights = describe_weights(args.checkpoint)  # checks the file against the hash in config.json
+    print(json.dumps(meta, indent=2, sort_keys=True))
+    print(weights, file=sys.stderr)  # stdout stays pure JSON (for jq and scripts)
     return 0

@@ -4,7 +4,9 @@ Sub-commands (a small table, `SUBCOMMANDS`):
 
 * ``build``: per-video features + subtitle files (+ annotation directories) → a corpus directory.
 * ``from-reference``: the reference implementation's video_db / subtitle db / txt_dbs → a corpus.
-* ``info``: summary of a corpus directory.
+* ``info``: summary of a corpus directory (after the cheap checks: store files against their
+  headers, record counts against the side files).
+* ``verify``: read every record of a corpus; check counts, decodability and checksums.
 * ``prepare``: raw benchmark annotations → a corpus (`hero.data.prepare`).
 * ``synth``: the embedded synthetic corpus (`hero.data.synth`).
 """
@@ -25,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "from-reference": ("reference HERO video_db / subtitle db / txt_db -> corpus directory",
                        "hero.commands.data:from_reference"),
     "info": ("print a summary of a corpus directory", "hero.commands.data:info"),
+    "verify": ("read every record of a corpus: counts, decodability and checksums", "hero.commands.data:verify"),
     "prepare": ("raw benchmark annotations (TVR, TVQA, ...) -> corpus directory", "hero.data.prepare"),
     "synth": ("the embedded synthetic TV-show corpus", "hero.data.synth"),
 }
@@ -237,8 +240,13 @@ def corpus_summary(root: Path) -> dict[str, Any]:
     """What ``hero data info`` prints, as a JSON-able dict."""
     from hero.data.corpus import Corpus
     from hero.data.stores import read_json
+    from hero.data.verify import annotation_problems
 
-    corpus = Corpus(root)
+    corpus = Corpus(root)  # the cheap checks: headers against file sizes, keys against the side files
+    problems, _ = annotation_problems(corpus)
+    if problems:
+        raise HeroError(problems[0] + (f" (and {len(problems) - 1} more problem(s): hero data verify lists them)"
+                                       if len(problems) > 1 else ""))
     nframes = [corpus.video_store.num_frames(v) for v in corpus.video_ids()]
     meta = corpus.video_store.meta
     limit = int(corpus.info.get("max_frames", 100))
@@ -293,6 +301,36 @@ class info:  # noqa: N801
             parts += [f"adjusted {v} × {k}" for k, v in sorted((p.get("adjusted") or {}).items())]
             lines.append("problems    " + ("; ".join(parts) or "none"))
         print("\n".join(lines))
+        return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# hero data verify
+
+
+class verify:  # noqa: N801
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("corpus", type=Path, help="a corpus directory")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        from hero.data.verify import verify_corpus
+
+        print(f"verifying {args.corpus}")
+        sections = verify_corpus(args.corpus)
+        for section in sections:
+            print(section.line())
+            for message in section.problems:
+                print(f"    {message}")
+            if section.num_problems > len(section.problems):
+                print(f"    ... and {section.num_problems - len(section.problems)} more")
+        bad = [s for s in sections if not s.ok]
+        if bad:
+            total = sum(s.num_problems for s in bad)
+            more = f" (and {total - 1} more problem(s), listed above)" if total > 1 else ""
+            raise HeroError(f"{bad[0].problems[0]}{more}")
+        print(f"{args.corpus}: healthy")
         return 0
 
 

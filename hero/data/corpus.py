@@ -42,6 +42,21 @@ def read_corpus_json(root: Path) -> dict[str, Any]:
     return data
 
 
+def _check_video_counts(corpus: Corpus) -> None:
+    """The stores (already checked against their own side files) against each other and ``corpus.json``."""
+    videos = corpus.video_store.keys()
+    n = corpus.info.get("num_videos")
+    if n is not None and n != len(videos):
+        raise HeroError(f"{corpus.root / 'corpus.json'}: num_videos {n}, the video store holds {len(videos)} "
+                        "(the corpus is damaged or incomplete: rebuild it)")
+    subs = set(corpus.subtitle_store.keys())
+    lacking = [v for v in videos if v not in subs]
+    if lacking or len(subs) != len(videos):
+        example = f", e.g. none for {lacking[0]!r}" if lacking else ""
+        raise HeroError(f"{corpus.subtitle_store.path}: subtitle records for {len(subs)} videos, the video store "
+                        f"holds {len(videos)}{example} (the corpus is damaged or incomplete: rebuild it)")
+
+
 class Corpus:
     """A prepared dataset directory (DEVELOPERS.md, "A prepared dataset directory").
 
@@ -63,6 +78,7 @@ class Corpus:
             raise HeroError(f"max_clip_len must be >= 1, got {max_clip_len}")
         self.video_store: Any = VideoFeatureStore(self.root / "video")
         self.subtitle_store: Any = SubtitleStore(self.root / "subtitles")
+        _check_video_counts(self)
         self.frame_interval = float(self.info.get("frame_interval", self.video_store.meta.frame_interval))
         self._tokenizer: Any = None
         self._tokenizer_spec: dict[str, Any] = dict(self.info.get("tokenizer") or {})

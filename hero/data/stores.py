@@ -20,9 +20,11 @@ left untouched. The LMDB map grows (doubling) whenever a batch of puts does not 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -64,8 +66,17 @@ def decode_array(value: bytes | memoryview, where: str = "") -> np.ndarray:
     """Inverse of `encode_array`; returns a float32 copy ``(n, d)``."""
     try:
         (hlen,) = _HEADER_LEN.unpack_from(value, 0)
+        if 4 + hlen > len(value):
+            raise ValueError(f"header of {hlen} bytes in a value of {len(value)}")
         header = msgpack.unpackb(bytes(value[4 : 4 + hlen]))
         shape, code = tuple(header["shape"]), header["dtype"]
+        if code not in _DTYPES.values():
+            raise ValueError(f"dtype {code!r}")
+        if len(shape) != 2 or not all(isinstance(x, int) and x >= 0 for x in shape):
+            raise ValueError(f"shape {list(shape)}")
+        data_bytes = len(value) - 4 - hlen
+        if data_bytes != shape[0] * shape[1] * np.dtype(code).itemsize:
+            raise ValueError(f"{data_bytes} data bytes for shape {list(shape)} of {code}")
         arr = np.frombuffer(value, dtype=np.dtype(code), offset=4 + hlen)
         return arr.reshape(shape).astype(np.float32)
     except (struct.error, KeyError, TypeError, ValueError, msgpack.UnpackException) as err:
@@ -88,6 +99,8 @@ class VideoStoreMeta:
         num_videos: number of keys.
         format_version: layout version (`FORMAT_VERSION`).
         source: free-form provenance (input paths, converter).
+        checksum: `RecordChecksum` of the records (``"sha256:<hex>"``), written at build time;
+            None for stores built before checksums existed.
     """
 
     dim: int
@@ -97,9 +110,13 @@ class VideoStoreMeta:
     num_videos: int
     format_version: int = FORMAT_VERSION
     source: dict[str, Any] = field(default_factory=dict)
+    checksum: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": VIDEO_FORMAT, **asdict(self)}
+        data = {"format": VIDEO_FORMAT, **asdict(self)}
+        if data["checksum"] is None:
+            del data["checksum"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str) -> VideoStoreMeta:
@@ -107,7 +124,8 @@ class VideoStoreMeta:
         try:
             return cls(dim=int(data["dim"]), dtype=str(data["dtype"]), frame_interval=float(data["frame_interval"]),
                        features=list(data.get("features") or []), num_videos=int(data["num_videos"]),
-                       format_version=int(data["format_version"]), source=dict(data.get("source") or {}))
+                       format_version=int(data["format_version"]), source=dict(data.get("source") or {}),
+                       checksum=None if data.get("checksum") is None else str(data["checksum"]))
         except (KeyError, TypeError, ValueError) as err:
             raise HeroError(f"{where}: malformed video store metadata ({err!r})") from err
 
@@ -137,6 +155,176 @@ def write_json(path: Path, data: Any) -> None:
     write_json_atomic(path, data, indent=1, sort_keys=True, ensure_ascii=False, mkdir=False)
 
 
+class RecordChecksum:
+    """The checksum of a store's records, independent of the order they were written in.
+
+    Each record gives ``sha256(len(key) as u64 little-endian ‖ key ‖ value)``; the store's
+    checksum is ``"sha256:" + sha256(the record digests in byte order of their keys)``. Writers
+    compute it as they put and record it in ``meta.json``; ``hero data verify`` recomputes it.
+    """
+
+    def __init__(self) -> None:
+        self._digests: dict[bytes, bytes] = {}
+
+    def add(self, key: bytes, value: bytes) -> None:
+        h = hashlib.sha256(struct.pack("<Q", len(key)))
+        h.update(key)
+        h.update(value)
+        self._digests[bytes(key)] = h.digest()
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256()
+        for key in sorted(self._digests):
+            h.update(self._digests[key])
+        return "sha256:" + h.hexdigest()
+
+
+def store_checksum(path: str | Path) -> str:
+    """`RecordChecksum` of every record of the LMDB store at ``path`` (reads them all)."""
+    checksum = RecordChecksum()
+    for key, value in LazyLmdb(path).items():
+        checksum.add(key.encode("utf-8"), value)
+    return checksum.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# the LMDB file header
+#
+# An LMDB file starts with two meta pages (pages 0 and 1; a commit writes the older one, so the
+# one with the larger transaction id is current). A reader maps the file and trusts the current
+# meta page: when the file is shorter than the pages it names, the first touch of a missing
+# page kills the process with SIGBUS. So the file is measured against both meta pages, read with
+# `struct`, before LMDB ever maps it. Layout (lmdb 0.9 ``mdb.c``, data version 1, 64-bit):
+# page header ``mp_pgno u64, mp_pad u16, mp_flags u16, mp_lower u16, mp_upper u16`` (16 bytes),
+# then ``MDB_meta``: ``mm_magic u32, mm_version u32, mm_address u64, mm_mapsize u64``, two
+# ``MDB_db`` (free pages, main: ``md_pad u32`` (the page size, in the free-page db),
+# ``md_flags u16, md_depth u16``, branch/leaf/overflow page counts, ``md_entries``,
+# ``md_root`` as u64), ``mm_last_pg u64, mm_txnid u64``.
+
+_LMDB_MAGIC = 0xBEEFC0DE
+_LMDB_DATA_VERSION = 1
+_LMDB_P_META = 0x08
+_LMDB_NO_PAGE = (1 << 64) - 1  # md_root of an empty tree
+_LMDB_INTEGERKEY = 0x08
+_LMDB_FREE_FLAGS = 0x4009  # INTEGERKEY | NOSUBDIR | FIXEDMAP
+_LMDB_PAGE_HEADER = struct.Struct("<QHHHH")
+_LMDB_META = struct.Struct("<IIQQ" + "IHHQQQQQ" * 2 + "QQ")
+_LMDB_META_END = _LMDB_PAGE_HEADER.size + _LMDB_META.size  # 152 bytes
+
+
+@dataclass(frozen=True)
+class LmdbHeader:
+    """The current meta page of an LMDB file (see the comment above).
+
+    Attributes:
+        page_size: bytes per page.
+        last_pgno: the last page in use; the file holds pages ``0 .. last_pgno``.
+        txnid: the transaction that wrote this meta page.
+        map_size: the map size the writer used.
+        entries: records in the main database.
+    """
+
+    page_size: int
+    last_pgno: int
+    txnid: int
+    map_size: int
+    entries: int
+
+    @property
+    def min_file_size(self) -> int:
+        """Bytes the file must have to hold every page in use."""
+        return (self.last_pgno + 1) * self.page_size
+
+
+def _parse_meta_page(buf: bytes, pgno: int) -> tuple[LmdbHeader | None, str]:
+    """Meta page ``pgno`` from its first bytes: ``(header, "")`` or ``(None, what is wrong)``."""
+    if len(buf) < _LMDB_META_END:
+        return None, "cut off"
+    mp_pgno, _, flags, _, _ = _LMDB_PAGE_HEADER.unpack_from(buf, 0)
+    (magic, version, _address, map_size, page_size, free_flags, _, _, _, _, _, free_root,
+     _, main_flags, _, _, _, _, entries, main_root, last_pgno, txnid) = _LMDB_META.unpack_from(
+        buf, _LMDB_PAGE_HEADER.size)
+    if magic != _LMDB_MAGIC:
+        return None, "no LMDB magic number"
+    if version != _LMDB_DATA_VERSION:
+        return None, f"LMDB data version {version}, this reader knows {_LMDB_DATA_VERSION}"
+    if mp_pgno != pgno or not flags & _LMDB_P_META:
+        return None, "not marked as a meta page"
+    if not (512 <= page_size <= 65536 and page_size & (page_size - 1) == 0):
+        return None, f"page size {page_size}"
+    if last_pgno < 1 or last_pgno >= (1 << 48):
+        return None, f"last page {last_pgno}"
+    # the free-page tree has integer keys (plus the persistent environment flags FIXEDMAP and
+    # NOSUBDIR); the main tree of every store hero reads has plain byte keys, no flags: another
+    # flag there would change how keys compare, and lookups would quietly find nothing
+    if not free_flags & _LMDB_INTEGERKEY or free_flags & ~_LMDB_FREE_FLAGS:
+        return None, f"free-page tree flags {free_flags:#x}"
+    if main_flags:
+        return None, f"main tree flags {main_flags:#x} (hero's stores use none)"
+    for name, root in (("free-page", free_root), ("main", main_root)):
+        if root != _LMDB_NO_PAGE and not 2 <= root <= last_pgno:
+            return None, f"{name} tree root at page {root}, outside pages 2..{last_pgno}"
+    header = LmdbHeader(page_size=page_size, last_pgno=last_pgno, txnid=txnid, map_size=map_size, entries=entries)
+    if map_size < header.min_file_size:
+        return None, f"map size {map_size} smaller than the {header.min_file_size} bytes in use"
+    return header, ""
+
+
+def check_lmdb_file(data_file: str | Path) -> LmdbHeader:
+    """Check an LMDB data file (``data.mdb``) against its meta pages before anything maps it.
+
+    Returns the current meta page. Raises `HeroError` naming the file when it is missing, empty,
+    not LMDB at all, shorter than the pages its header says are in use (truncated: mapping it
+    would end in SIGBUS), or when a meta page is damaged (LMDB needs both).
+    """
+    data_file = Path(data_file)
+    try:
+        st = os.stat(data_file)
+    except FileNotFoundError:
+        raise HeroError(f"{data_file}: missing (the LMDB data file of the store)") from None
+    except OSError as err:
+        raise HeroError(f"{data_file}: cannot read ({err.strerror or err})") from err
+    if not stat.S_ISREG(st.st_mode):
+        raise HeroError(f"{data_file}: not a regular file, so not an LMDB store")
+    size = st.st_size
+    if size == 0:
+        raise HeroError(f"{data_file}: empty (0 bytes), not an LMDB store: rebuild it")
+    try:
+        with open(data_file, "rb") as f:
+            first = f.read(_LMDB_META_END)
+            meta0, why0 = _parse_meta_page(first, 0)
+            page_size = meta0.page_size if meta0 else 4096
+            if meta0 is None and len(first) >= 44:
+                claimed = struct.unpack_from("<I", first, 40)[0]
+                if 512 <= claimed <= 65536 and claimed & (claimed - 1) == 0:
+                    page_size = claimed  # page 0 is damaged elsewhere: its page size still finds page 1
+            f.seek(page_size)
+            second = f.read(_LMDB_META_END)
+    except OSError as err:
+        raise HeroError(f"{data_file}: cannot read ({err.strerror or err})") from err
+    meta1, why1 = _parse_meta_page(second, 1)
+    magic = struct.pack("<I", _LMDB_MAGIC)
+    has_magic = first[16:20] == magic or second[16:20] == magic
+    if not has_magic:
+        if size < _LMDB_META_END:
+            raise HeroError(f"{data_file}: not an LMDB file ({size} bytes, shorter than an LMDB header)")
+        raise HeroError(f"{data_file}: not an LMDB file (no LMDB magic number in its header)")
+    valid = [m for m in (meta0, meta1) if m is not None]
+    # LMDB takes the meta page with the larger transaction id, page 0 on a tie
+    current = max(valid, key=lambda m: m.txnid) if valid else None
+    need = max(current.min_file_size, 2 * current.page_size) if current else max(2 * page_size, _LMDB_META_END)
+    if size < need:
+        raise HeroError(f"{data_file}: truncated: {size} bytes, the LMDB header says at least {need}")
+    if meta0 is None or meta1 is None:
+        damaged = "; ".join(f"meta page {i}: {why}" for i, (m, why) in enumerate(((meta0, why0), (meta1, why1)))
+                            if m is None)
+        raise HeroError(f"{data_file}: corrupt LMDB header ({damaged}): rebuild the store")
+    if meta0.page_size != meta1.page_size:
+        raise HeroError(f"{data_file}: corrupt LMDB header (the meta pages disagree on the page size: "
+                        f"{meta0.page_size} and {meta1.page_size}): rebuild the store")
+    return current
+
+
 # --------------------------------------------------------------------------------------------
 # readers
 
@@ -149,10 +337,15 @@ one handle. A handle inherited through ``fork`` is closed in the child and opene
 
 
 def open_readonly(path: str | Path) -> lmdb.Environment:
-    """The shared read-only, lock-free handle of the LMDB environment at ``path`` (this process)."""
+    """The shared read-only, lock-free handle of the LMDB environment at ``path`` (this process).
+
+    The data file is checked against its header first (`check_lmdb_file`): a truncated or
+    damaged store is a `HeroError` naming the file, never a SIGBUS on first read.
+    """
     path = Path(path)
+    data_file = path / "data.mdb"
     try:
-        st = os.stat(path / "data.mdb")
+        st = os.stat(data_file)
     except OSError as err:
         raise HeroError(f"{path}: cannot open LMDB store ({err})") from err
     key = (st.st_dev, st.st_ino)
@@ -162,11 +355,19 @@ def open_readonly(path: str | Path) -> lmdb.Environment:
         if cached[0] == pid:
             return cached[1]
         cached[1].close()  # inherited through fork: its mapping is ours to drop, not the parent's
+        del _OPEN[key]
+    check_lmdb_file(data_file)
     try:
         env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
                         max_readers=4096, subdir=True)
     except lmdb.Error as err:
         raise HeroError(f"{path}: cannot open LMDB store ({err})") from err
+    # LMDB's own reading of the header, in case it picked another meta page than we did
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.stat(data_file).st_size
+    if size < need:
+        env.close()
+        raise HeroError(f"{data_file}: truncated: {size} bytes, the LMDB header says at least {need}")
     _OPEN[key] = (pid, env)
     return env
 
@@ -186,18 +387,74 @@ class LazyLmdb:
         return self._env
 
     def get(self, key: str) -> bytes | None:
-        with self.env().begin(buffers=False) as txn:
-            return txn.get(key.encode("utf-8"))
+        env = self.env()
+        try:
+            with env.begin(buffers=False) as txn:
+                return txn.get(key.encode("utf-8"))
+        except lmdb.Error as err:
+            raise HeroError(f"{self.path}:{key}: corrupt LMDB store ({err})") from err
 
     def keys(self) -> list[str]:
-        with self.env().begin() as txn:
-            return [k.decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)]
+        env = self.env()
+        try:
+            with env.begin() as txn:
+                return [k.decode("utf-8") for k in txn.cursor().iternext(keys=True, values=False)]
+        except lmdb.Error as err:
+            raise HeroError(f"{self.path}: corrupt LMDB store ({err})") from err
+        except UnicodeDecodeError as err:
+            raise HeroError(f"{self.path}: corrupt LMDB store (a key is not UTF-8: {err})") from err
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        """Every ``(key, value)`` in key order (one read transaction)."""
+        env = self.env()
+        key = None
+        try:
+            with env.begin(buffers=False) as txn:
+                for k, v in txn.cursor():
+                    key = k.decode("utf-8")
+                    yield key, v
+        except lmdb.Error as err:
+            after = f" after key {key!r}" if key is not None else ""
+            raise HeroError(f"{self.path}: corrupt LMDB store{after} ({err})") from err
+        except UnicodeDecodeError as err:
+            raise HeroError(f"{self.path}: corrupt LMDB store (a key after {key!r} is not UTF-8)") from err
+
+    def entries(self) -> int:
+        """Records in the store, as its header counts them."""
+        return int(self.env().stat()["entries"])
 
     def __getstate__(self) -> dict:
         return {"path": self.path}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["path"])
+
+
+def _check_keys(path: Path, db: LazyLmdb, *claims: tuple[str, int | Any]) -> list[str]:
+    """The keys of the LMDB at ``path`` (a walk over its tree, no values read), checked against the
+    record count of its header and against what side files say: a count, or the keys themselves.
+
+    A damaged header can point at the wrong tree, whose lookups then find nothing; the walk
+    catches that at open instead of as a missing video in the middle of a run.
+    """
+    keys = db.keys()
+    entries = db.entries()
+    if entries != len(keys):
+        raise HeroError(f"{path}: corrupt LMDB store (its header counts {entries} records, its tree holds "
+                        f"{len(keys)}): rebuild it")
+    wrong = [f"{what} {len(n) if isinstance(n, (dict, list, set)) else n}" for what, n in claims
+             if (len(n) if isinstance(n, (dict, list, set)) else n) != len(keys)]
+    if wrong:
+        raise HeroError(f"{path}: the LMDB holds {len(keys)} videos, {' and '.join(wrong)} "
+                        "(the store is damaged or incomplete: rebuild it)")
+    have = set(keys)
+    for what, listed in claims:
+        if isinstance(listed, (dict, list, set)):
+            missing = [k for k in listed if k not in have]
+            if missing:
+                raise HeroError(f"{path}: video {missing[0]!r} ({what.split()[0]}) is not in the LMDB "
+                                f"({len(missing)} missing; the store is damaged: rebuild it)")
+    return keys
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -228,15 +485,27 @@ class VideoFeatureStore:
         nframes = read_json(nframes_path)
         if not isinstance(nframes, dict):
             raise HeroError(f"{nframes_path}: expected an object {{vid: frames}}")
-        self._nframes: dict[str, int] = {str(k): int(v) for k, v in nframes.items()}
+        try:
+            self._nframes: dict[str, int] = {str(k): int(v) for k, v in nframes.items()}
+        except (TypeError, ValueError) as err:
+            raise HeroError(f"{nframes_path}: frame counts must be integers ({err})") from err
         self._db = LazyLmdb(self.path)
+        # the cheap checks: the header against the file size (at open), the keys against the side files
+        _check_keys(self.path, self._db, ("meta.json says", self.meta.num_videos),
+                    ("nframes.json lists", self._nframes))
 
     def get(self, vid: str) -> np.ndarray:
         """Features of ``vid``: float32 ``(n, d)``."""
         value = self._db.get(vid)
         if value is None:
             raise KeyError(f"{self.path}: no video {vid!r}")
-        return decode_array(value, f"{self.path}:{vid}")
+        where = f"{self.path}:{vid}"
+        arr = decode_array(value, where)
+        want = (self._nframes.get(vid), self.meta.dim)
+        if arr.shape != want:
+            raise HeroError(f"{where}: corrupt feature record (shape {list(arr.shape)}; nframes.json and "
+                            f"meta.json say {list(want)})")
+        return arr
 
     def num_frames(self, vid: str) -> int:
         try:
@@ -263,6 +532,20 @@ class VideoFeatureStore:
 SUBTITLE_RECORD_KEYS = ("vid", "nframes", "subs", "input_ids", "unique_sub2frames", "unmatched_frames", "pseudo")
 
 
+def decode_subtitle_record(value: bytes, where: str) -> dict[str, Any]:
+    """A subtitle-store value → its record dict (`SUBTITLE_RECORD_KEYS`); `HeroError` naming ``where``."""
+    try:
+        record = msgpack.unpackb(value, raw=False, strict_map_key=False)
+    except (TypeError, ValueError, msgpack.UnpackException) as err:
+        raise HeroError(f"{where}: corrupt subtitle record ({err})") from err
+    if not isinstance(record, dict):
+        raise HeroError(f"{where}: corrupt subtitle record (a {type(record).__name__}, not a record)")
+    missing = [k for k in SUBTITLE_RECORD_KEYS if k not in record]
+    if missing:
+        raise HeroError(f"{where}: corrupt subtitle record (lacks {missing})")
+    return record
+
+
 class SubtitleStore:
     """Aligned, tokenized subtitles per video (read-only, lazy, fork-safe).
 
@@ -279,16 +562,14 @@ class SubtitleStore:
         self.meta: dict[str, Any] = read_json(meta_path)
         _check_format(self.meta, SUBTITLE_FORMAT, str(meta_path))
         self._db = LazyLmdb(self.path)
-        self._keys: list[str] | None = None
+        claims = [("meta.json says", self.meta["num_videos"])] if "num_videos" in self.meta else []
+        self._keys: list[str] | None = _check_keys(self.path, self._db, *claims)
 
     def get(self, vid: str) -> dict[str, Any]:
         value = self._db.get(vid)
         if value is None:
             raise KeyError(f"{self.path}: no subtitles for video {vid!r}")
-        try:
-            return msgpack.unpackb(value, raw=False, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException) as err:
-            raise HeroError(f"{self.path}:{vid}: corrupt subtitle record ({err})") from err
+        return decode_subtitle_record(value, f"{self.path}:{vid}")
 
     def keys(self) -> list[str]:
         if self._keys is None:
@@ -351,6 +632,7 @@ class LmdbWriter:
         self._pending: list[tuple[bytes, bytes]] = []
         self._pending_bytes = 0
         self._seen: set[bytes] = set()
+        self.checksum = RecordChecksum()
 
     def put(self, key: str, value: bytes) -> None:
         k = key.encode("utf-8")
@@ -361,6 +643,7 @@ class LmdbWriter:
         if k in self._seen:
             raise HeroError(f"{self.path}: key {key!r} written twice")
         self._seen.add(k)
+        self.checksum.add(k, value)
         self._pending.append((k, value))
         self._pending_bytes += len(value)
         if self._pending_bytes >= _BATCH_BYTES or (self.commit_every and len(self._pending) >= self.commit_every):
@@ -472,7 +755,8 @@ class VideoStoreWriter:
             self._writer.abort()
             return
         meta = VideoStoreMeta(dim=self.dim, dtype=self.dtype, frame_interval=self.frame_interval,
-                              features=self.features, num_videos=len(self.nframes), source=self.source)
+                              features=self.features, num_videos=len(self.nframes), source=self.source,
+                              checksum=self._writer.checksum.hexdigest())
         try:
             self._writer.finish({"meta.json": meta.to_json(), "nframes.json": self.nframes})
         except BaseException:
@@ -524,7 +808,7 @@ class SubtitleStoreWriter:
             return
         meta = {"format": SUBTITLE_FORMAT, "format_version": FORMAT_VERSION, "frame_interval": self.frame_interval,
                 "num_videos": self._writer.num_keys, "num_pseudo": self.num_pseudo, "tokenizer": self.tokenizer,
-                "source": self.source}
+                "source": self.source, "checksum": self._writer.checksum.hexdigest()}
         try:
             self._writer.finish({"meta.json": meta})
         except BaseException:
@@ -535,6 +819,11 @@ class SubtitleStoreWriter:
 __all__ = [
     "FORMAT_VERSION",
     "LazyLmdb",
+    "LmdbHeader",
+    "RecordChecksum",
+    "check_lmdb_file",
+    "decode_subtitle_record",
+    "store_checksum",
     "open_readonly",
     "LmdbWriter",
     "SubtitleStore",

@@ -2,7 +2,8 @@
 
 * **Our format** is a directory with ``config.json`` (architecture + `HeroConfig`) and
   ``model.safetensors``. It is loaded with ``from_pretrained(dir)``, never with pickle, and written
-  atomically (temporary directory, then rename).
+  atomically (temporary directory, then rename). ``config.json`` records the SHA-256 of the weights
+  file (``weights_sha256``); loading checks it, so a corrupted file is an error, not NaN scores.
 * **Reference checkpoints** (``linjieli222/HERO``: ``hero-tv-ht100.pt``, ``model_step_*.pt``,
   ``restore.pt``) are torch pickles of a flat state dict, fp16 under apex O2, with a non-tensor
   ``vocab_padded`` entry, ``pad`` buffers and possibly old ``gamma``/``beta`` LayerNorm names. They are
@@ -15,10 +16,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,9 @@ FORMAT_NAME = "hero"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_HASH_KEY = "weights_sha256"
+"""Key of ``config.json``: SHA-256 (hex) of the ``model.safetensors`` bytes. Models saved before it
+existed lack it; they load unchecked."""
 
 # Keys of reference checkpoints that are known and deliberately not modelled.
 _REFERENCE_NOT_MODELLED = ("decoder.tri_mask", "loss_func.one_hot")
@@ -124,7 +132,11 @@ def _write_atomic_dir(directory: Path, write) -> None:
 def write_model_files(model: nn.Module, directory: str | os.PathLike,
                       metadata: dict[str, Any] | None = None) -> None:
     """Write ``config.json`` and ``model.safetensors`` into an existing ``directory`` (not atomic:
-    callers write into a temporary directory and rename it)."""
+    callers write into a temporary directory and rename it).
+
+    ``config.json`` records the SHA-256 of the ``model.safetensors`` bytes (``weights_sha256``), so
+    a corrupted or altered weights file is caught at load (`check_weights`).
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -141,8 +153,9 @@ def write_model_files(model: nn.Module, directory: str | os.PathLike,
         import dataclasses
 
         meta["task_config"] = dataclasses.asdict(task_config)
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    meta[WEIGHTS_HASH_KEY] = file_sha256(directory / WEIGHTS_FILE)  # of what is on disk
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike,
@@ -196,16 +209,111 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, strict: bool = 
     architecture load into another (e.g. pre-training → a task model); keys the checkpoint lacks
     are reported missing (an error when ``strict``), keys the model lacks are reported ignored.
     """
-    from safetensors.torch import load_file
-
     weights = Path(directory) / WEIGHTS_FILE
-    if not weights.is_file():
-        raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
-    state = load_file(str(weights))
+    state = read_weights(directory)
     state, notes = _align_backbone_prefix(state, model)
     report = _load_mapped(model, state, source=str(weights), strict=strict)
     report.notes += notes
     return report
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+    return digest.hexdigest()
+
+
+def recorded_weights_hash(directory: str | os.PathLike) -> str | None:
+    """The ``weights_sha256`` that ``config.json`` of ``directory`` records, or None (no config,
+    or a model saved before hashes were stored)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get(WEIGHTS_HASH_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None  # read_config names a broken config.json where one is required
+    return value if isinstance(value, str) else None
+
+
+def check_weights(directory: str | os.PathLike) -> str | None:
+    """Compare ``model.safetensors`` with the hash ``config.json`` records.
+
+    Returns the matching hash, or None when ``config.json`` records none (a model saved before
+    hashes were stored: nothing to check). Raises `CheckpointError` naming the file when the weights
+    are missing or do not match.
+    """
+    weights = Path(directory) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
+    expected = recorded_weights_hash(directory)
+    if expected is None:
+        return None
+    if file_sha256(weights) != expected:
+        raise CheckpointError(f"{weights}: weights do not match the hash in {CONFIG_FILE}: "
+                              f"the file is corrupt or was changed")
+    return expected
+
+
+# The safetensors reader's header errors, in words a user can act on.
+_SAFETENSORS_PROBLEMS = (
+    ("incomplete metadata", "truncated (shorter than its header says: an interrupted copy or download?)"),
+    ("header too small", "truncated or empty (no complete header)"),
+    ("invalid header length", "truncated or not a safetensors file (header length past the end)"),
+    ("header too large", "not a safetensors file or corrupt (impossible header length)"),
+    ("invalid json", "corrupt header (not valid JSON)"),
+    ("invalid utf-8", "corrupt header (not UTF-8)"),
+)
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """``safetensors.torch.load_file`` with a `CheckpointError` naming the file for a truncated or
+    corrupt file (instead of the reader's raw ``SafetensorError``)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        text = str(err)
+        detail = text.split("header: ", 1)[-1]
+        problem = next((words for key, words in _SAFETENSORS_PROBLEMS if key in text.lower()), "corrupt")
+        raise CheckpointError(f"{path}: not a readable safetensors file: {problem} [{detail}]") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def read_weights(directory: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of a saved model directory, after `check_weights` (``(name -> tensor)``, as saved)."""
+    check_weights(directory)
+    return read_safetensors(Path(directory) / WEIGHTS_FILE)
+
+
+def describe_weights(directory: str | os.PathLike) -> str:
+    """One line on the weights of a saved model for ``hero info``: tensor and parameter counts and
+    the hash check. Raises `CheckpointError` for missing, unreadable or corrupt weights."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = Path(directory) / WEIGHTS_FILE
+    expected = check_weights(directory)
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            keys = list(f.keys())
+            params = sum(math.prod(f.get_slice(k).get_shape()) for k in keys)
+    except SafetensorError:
+        read_safetensors(weights)  # raises the named error
+        raise
+    head = f"weights: {weights.name}, {len(keys)} tensors, {params:,} values"
+    if expected is None:
+        return f"{head}; no hash in {CONFIG_FILE} (saved by an older version): not checked"
+    return f"{head}; sha256 {expected[:16]}... matches {CONFIG_FILE}"
 
 
 _BACKBONE_MARKER = "f_encoder.embeddings.word_embeddings.weight"
@@ -238,15 +346,50 @@ def _align_backbone_prefix(state: dict[str, Tensor], model: nn.Module) -> tuple[
 # ---------------------------------------------------------------------------------------------
 
 
+def _torch_load_problem(path: Path, err: Exception) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in one line.
+
+    torch's own messages are unfit to show: a KeyError code for a file that is not a pickle at all,
+    and, for a pickle holding other objects, advice to load it with ``weights_only=False`` (which
+    would run whatever code the file carries).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as os_err:
+        return f"cannot read ({os_err.strerror or os_err})"
+    text = str(err)
+    if not head:
+        return "the file is empty, not a torch checkpoint"
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return (f"refused for safety: the file holds Python objects other than tensors ({found.group(1)}), "
+                    f"which a checkpoint never needs; nothing in it was run")
+        operand = re.search(r"Unsupported operand \d+", text)
+        return ("not a torch checkpoint of tensors: its pickle stream uses instructions a saved state dict "
+                f"never does{f' ({operand.group(0).lower()})' if operand else ''}; refused, nothing in it was run")
+    first = text.split(". ")[0].splitlines()[0][:120] if text.strip() else type(err).__name__
+    if head.startswith(b"PK\x03\x04"):  # torch's zip format
+        return f"corrupt or truncated torch checkpoint (a damaged zip archive: {first})"
+    if head.startswith(b"\x80"):  # a pickle: torch's legacy format
+        return f"corrupt or truncated torch checkpoint (legacy pickle format: {first})"
+    return (f"not a torch checkpoint (a .pt file is a zip archive or a pickle; this one starts with "
+            f"{head[:16]!r})")
+
+
 def read_reference_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a reference checkpoint file safely (``weights_only``); unwraps ``restore.pt``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols before refusing a file; the refusal says enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"{path}: cannot read as a torch checkpoint ({err})") from None
+        raise CheckpointError(f"{path}: {_torch_load_problem(path, err)}") from None
     if isinstance(state, dict) and "model_state_dict" in state:  # TrainingRestorer's restore.pt
         state = state["model_state_dict"]
     if not isinstance(state, dict):
@@ -419,10 +562,8 @@ def read_hf_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, Tenso
     state: dict[str, Tensor] = {}
     shards = sorted(path.glob("*.safetensors"))
     if shards:
-        from safetensors.torch import load_file
-
         for shard in shards:
-            state.update(load_file(str(shard)))
+            state.update(read_safetensors(shard))
     elif (path / "pytorch_model.bin").is_file():
         state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:

@@ -22,7 +22,6 @@ checked when the index is opened.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -51,12 +50,12 @@ FORMAT_VERSION = 1
 
 
 def weights_sha256(model_dir: str | os.PathLike) -> str:
-    """SHA-256 of a saved model's ``model.safetensors``."""
-    h = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-256 of a saved model's ``model.safetensors``: the hash its ``config.json`` records (loading
+    the model checks the file against it), else computed from the file (models saved before hashes
+    were recorded)."""
+    from hero.model.checkpoint import WEIGHTS_FILE, file_sha256, recorded_weights_hash
+
+    return recorded_weights_hash(model_dir) or file_sha256(Path(model_dir) / WEIGHTS_FILE)
 
 
 @dataclass

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
-from hero.errors import HeroError
+from hero.errors import HeroError, NonFiniteError
 from hero.io import write_text_atomic
 from hero.model.baselines import build_backbone
 from hero.model.checkpoint import PretrainedMixin
@@ -696,7 +696,25 @@ def predict(model: HeroForVcmr, corpus: Any, dataset: str, split: str, cfg: Retr
     merged = {t: [e for part in parts for e in part[t]] for t in lists}
     from hero.eval.moments import submission
 
-    return submission(video2idx, vcmr=merged.get("VCMR"), svmr=merged.get("SVMR"), vr=merged.get("VR"))
+    out = submission(video2idx, vcmr=merged.get("VCMR"), svmr=merged.get("SVMR"), vr=merged.get("VR"))
+    check_finite_submission(out)
+    return out
+
+
+def check_finite_submission(predictions: dict[str, Any]) -> None:
+    """Raise `NonFiniteError` when a VCMR/SVMR/VR prediction row ``[video_idx, st, ed, score]``
+    holds NaN or infinity (a broken model: its scores rank nothing)."""
+    count = total = 0
+    first = None
+    for name in ("VCMR", "SVMR", "VR"):
+        for entry in predictions.get(name) or ():
+            for row in entry["predictions"]:
+                total += 1
+                if not all(math.isfinite(x) for x in row):
+                    count += 1
+                    first = entry["desc_id"] if first is None else first
+    if count:
+        raise NonFiniteError("predicted moment rows (video, start, end, score)", count, total, first)
 
 
 def apply_nms(predictions: dict[str, Any], cfg: RetrievalConfig) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.data.problems import Problems
-from hero.errors import HeroError
+from hero.errors import HeroError, NonFiniteError
 from hero.io import write_json_atomic
 from hero.model.baselines import build_backbone
 from hero.model.checkpoint import (
@@ -511,7 +511,18 @@ def predict(model: HeroForVideoQa, corpus: Any, dataset: str, split: str, cfg: Q
     ``batch_size`` counts questions (each is ``A`` video copies).
     """
     logits = predict_logits(model, corpus, dataset, split, cfg, batch_size, device)
+    check_finite_logits(logits, "questions' answer scores")
     return {qid: max(range(len(row)), key=row.__getitem__) for qid, row in logits.items()}
+
+
+def check_finite_logits(logits: dict[str, Any], what: str) -> None:
+    """Raise `NonFiniteError` when a ``{qid: logit | [logits]}`` value holds NaN or infinity (an
+    argmax or a threshold over it would pick an answer at random, without a word)."""
+    import math
+
+    bad = [q for q, v in logits.items() if not all(math.isfinite(x) for x in (v if isinstance(v, list) else [v]))]
+    if bad:
+        raise NonFiniteError(what, len(bad), len(logits), bad[0])
 
 
 def write_predictions(predictions: dict[str, int], path: str | os.PathLike) -> None:

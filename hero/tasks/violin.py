@@ -43,6 +43,7 @@ from hero.model.hero import VideoInputs
 from hero.model.layers import MLPHead
 from hero.tasks.video_qa import (
     attention_pool,
+    check_finite_logits,
     checked_records,
     config_from_dict,
     encode_with_text,
@@ -286,6 +287,7 @@ def predict(model: HeroForViolin, corpus: Any, dataset: str, split: str, cfg: Vi
             device: torch.device | str = "cpu") -> dict[str, int]:
     """``{qid: 1 if sigmoid(logit) > 0.5 else 0}`` for every statement; ``batch_size`` counts statements."""
     logits = predict_logits(model, corpus, dataset, split, cfg, batch_size, device)
+    check_finite_logits(logits, "statements' scores")
     return {qid: int(logit > 0.0) for qid, logit in logits.items()}
 
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from hero.errors import HeroError
 from hero.io import write_text_atomic
-from hero.model.checkpoint import write_model_files
+from hero.model.checkpoint import read_safetensors, write_model_files
 
 FORMAT = "hero-train-state"
 FORMAT_VERSION = 1
@@ -149,9 +149,7 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
 
 
 def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, groups: list[dict]) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(Path(path) / "optimizer.safetensors"))
+    tensors = read_safetensors(Path(path) / "optimizer.safetensors")
     try:
         optimizer.load_state_dict(optimizer_state_dict(tensors, groups))
     except (ValueError, KeyError) as err:
@@ -160,9 +158,7 @@ def load_optimizer(path: str | Path, optimizer: torch.optim.Optimizer, groups: l
 
 def load_rng(path: str | Path, rank: int) -> dict[str, torch.Tensor] | None:
     """This rank's saved RNG states, or None if the checkpoint has none for it."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(Path(path) / "rng.safetensors"))
+    tensors = read_safetensors(Path(path) / "rng.safetensors")
     prefix = f"rank{rank}."
     mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     return mine or None

@@ -108,10 +108,10 @@ class Engine:
             seed = torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(self.train_cfg.seed))
             torch.manual_seed(int(seed) + self.env.rank)
             return
-        from safetensors.torch import load_file
+        from hero.model.checkpoint import read_weights
 
         state = ckpt.load_trainer_state(latest)
-        weights = load_file(str(latest / "model.safetensors"))
+        weights = read_weights(latest)  # checked against the hash in its config.json
         missing, unexpected = self.model.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise HeroError(f"{latest}: checkpoint does not fit the model (missing {missing[:5]}, "
