@@ -90,3 +90,22 @@ def reference_checkpoint(c: HeroConfig, seed: int = 0, dtype=torch.float16) -> d
     state["v_encoder.f_encoder.lm_head.decoder.weight"] = state["v_encoder.f_encoder.embeddings.word_embeddings.weight"]
     state["vocab_padded"] = True
     return state
+
+
+def _mlp_head(prefix: str, d: int, out: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Reference ``MLPLayer(d, out)``: linear 2d, LayerNorm, linear out."""
+    return [(f"{prefix}linear_1.weight", (2 * d, d)), (f"{prefix}linear_1.bias", (2 * d,)),
+            (f"{prefix}LayerNorm.weight", (2 * d,)), (f"{prefix}LayerNorm.bias", (2 * d,)),
+            (f"{prefix}linear_2.weight", (out, 2 * d)), (f"{prefix}linear_2.bias", (out,))]
+
+
+def reference_task_head_layout(c: HeroConfig, task: str) -> list[tuple[str, tuple[int, ...]]]:
+    """``(key, shape)`` of the heads of a reference ``HeroForVideoQA`` / ``HeroForViolin`` (notes
+    §1.7); the rest of those models is the ``v_encoder.*`` part of `reference_layout`."""
+    d = c.hidden_size
+    if task == "video_qa":
+        return ([("qa_pool.weight", (1, d))] + _mlp_head("qa_pred_head.", d, 1)
+                + [("st_ed_pool.weight", (1, d))] + _mlp_head("st_ed_pred_head.", d, 2))
+    if task == "violin":
+        return [("violin_pool.weight", (1, d))] + _mlp_head("violin_pred_head.", d, 1)
+    raise ValueError(f"no head layout for {task!r}")
