@@ -137,3 +137,25 @@ def test_speaker_of():
     assert speaker_of(" Chase : That's all this is?") == "Chase"
     assert speaker_of("no speaker here") is None
     assert speaker_of("10:30 is late") is None
+
+
+@pytest.mark.parametrize("encoding, message", [
+    ("latin-1", r"a\.srt:3: not UTF-8 text \(byte 0xe9 at column 11\)"),
+    ("utf-16", r"a\.srt:1: not UTF-8 text \(UTF-16 text: byte 0xff at column 1\)"),
+])
+def test_non_utf8_subtitle_files_name_file_and_line(tmp_path, encoding, message):
+    path = tmp_path / "a.srt"
+    path.write_bytes("1\n00:00:00,500 --> 00:00:03,000\nAlice: caf\u00e9\n".encode(encoding))
+    with pytest.raises(HeroError, match=message):
+        read_srt(path)
+    path.write_bytes(b"\xef\xbb\xbf" + "1\n00:00:00,500 --> 00:00:03,000\nAlice: caf\u00e9\n".encode())
+    assert [s.text for s in read_srt(path)] == ["Alice: caf\u00e9"]
+
+
+def test_tvqa_subtitle_jsonl_with_bom_or_null_line(tmp_path):
+    path = tmp_path / "subs.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(TVQA_LINES[0]) + "\n").encode())
+    assert list(read_subtitle_file(path)) == [TVQA_LINES[0]["vid_name"]]
+    path.write_text(json.dumps(TVQA_LINES[0]) + "\nnull\n", encoding="utf-8")
+    with pytest.raises(HeroError, match=r"subs\.jsonl:2: expected a JSON object, got null"):
+        read_subtitle_file(path)

@@ -311,15 +311,10 @@ class ReferenceTxtDb:
 
 
 def _read_jsonl(path: Path) -> list[Any]:
-    out = []
-    with path.open() as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except ValueError as err:
-                    raise HeroError(f"{path}:{i}: invalid JSON ({err})") from err
-    return out
+    """Every value of a side JSONL file (`hero.io.iter_jsonl`: ``file:line`` errors, not-UTF-8 named)."""
+    from hero.io import iter_jsonl
+
+    return [value for _, value in iter_jsonl(path, objects=False)]
 
 
 def write_reference_txt_db(path: str | Path, records: Iterable[tuple[str, Any]], *,

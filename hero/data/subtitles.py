@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hero.errors import HeroError
-from hero.io import iter_jsonl
+from hero.io import iter_jsonl, read_text
 
 SUBTITLE_EXTENSIONS = (".jsonl", ".json", ".srt", ".vtt")
 
@@ -160,10 +160,7 @@ def _blocks(lines: list[str], first: int) -> Iterable[tuple[int, list[str]]]:
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise HeroError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    text = read_text(path)  # UTF-8, a byte-order mark dropped; anything else named by file:line
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 

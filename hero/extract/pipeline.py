@@ -44,7 +44,7 @@ from hero.data.problems import Problems
 from hero.errors import HeroError
 from hero.extract.backbones import Backbone, build_backbone
 from hero.extract.video import VideoError, VideoInfo, decode_samples, list_videos, probe_fps
-from hero.io import write_json_atomic
+from hero.io import read_json, write_json_atomic
 
 META_FORMAT = "hero-extract"
 META_VERSION = 1
@@ -116,10 +116,7 @@ def check_or_write_meta(out: Path, settings: dict[str, Any], write: bool) -> Non
     """Refuse an ``out`` made with other settings; write ``extract.json`` when missing (``write``)."""
     path = out / "extract.json"
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise HeroError(f"{path}: unreadable metadata ({err})") from err
+        old = read_json(path, dict)
         if old.get("format") != META_FORMAT:
             raise HeroError(f"{path}: not a hero extract metadata file")
         if old.get("settings") != json.loads(json.dumps(settings)):

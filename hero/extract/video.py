@@ -367,7 +367,9 @@ def list_videos(source: str | Path) -> list[tuple[str, Path]]:
             if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
                 found.append((path.stem, path, str(path)))
     elif source.is_file():
-        for lineno, line in enumerate(source.read_text().splitlines(), 1):
+        from hero.io import read_text
+
+        for lineno, line in enumerate(read_text(source).splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
