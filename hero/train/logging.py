@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hero.io import write_text_atomic
+from hero.io import json_problem, read_text, write_text_atomic
 
 LOG_FILE = "log.jsonl"
 
@@ -25,12 +25,12 @@ def truncate_log(path: Path, last_step: int) -> None:
     if not path.is_file():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a kill
-        if rec.get("step", 0) <= last_step:
+        if isinstance(rec, dict) and rec.get("step", 0) <= last_step:
             kept.append(line)
     write_text_atomic(path, "".join(k + "\n" for k in kept))
 
@@ -44,16 +44,21 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         from hero.errors import HeroError
 
         raise HeroError(f"{path}: no training log here")
+    from hero.errors import HeroError
+
     out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    lines = read_text(path).splitlines()
+    for i, line in enumerate(lines, 1):
         if line.strip():
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i != len(path.read_text().splitlines()):  # only the last line may be cut short
-                    from hero.errors import HeroError
-
-                    raise HeroError(f"{path}:{i}: not valid JSON") from None
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                if i != len(lines):  # only the last line may be cut short
+                    raise HeroError(f"{path}:{i}: invalid JSON ({json_problem(err, line)})") from None
+                continue
+            if not isinstance(rec, dict):
+                raise HeroError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
+            out.append(rec)
     return out
 
 
