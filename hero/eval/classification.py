@@ -212,17 +212,33 @@ def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any
 # ---------------------------------------------------------------------------------------------
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
-    """A prediction file: one JSON object ``{qid: prediction}``."""
+    """A prediction file: one JSON object ``{qid: prediction}``; a qid given twice is an error
+    (plain JSON parsing would keep the last one silently)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise HeroError(f"{path}: cannot read the prediction file ({err.strerror or err})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as err:
         raise HeroError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except _DuplicateKey as dup:
+        raise HeroError(f"{path}: key {dup.args[0]!r} appears twice (which prediction counts is ambiguous)") from None
     if not isinstance(data, dict):
         raise HeroError(f"{path}: expected a JSON object {{qid: prediction}}, got a {type(data).__name__}")
     return data

@@ -311,13 +311,19 @@ def span_target(ts: Any, nframes: int, interval: float) -> tuple[int, int]:
     """Inclusive ``(st, ed)`` frame targets of a question's moment; ``(-1, -1)`` without one.
 
     ``ts`` is ``[st, ed]`` in seconds (our records), the raw TVQA ``"st-ed"`` string, or None.
+    A moment that is not a finite pair (TVQA's ``"NaN-NaN"``, kept as ``[NaN, NaN]`` by corpora
+    converted before that rule) gives no target, as the reference's ``get_st_ed_label``.
     """
+    import math
+
     from hero.data.alignment import tvqa_span_target, vcmr_span_target
 
     if ts is None:
         return IGNORE, IGNORE
     if isinstance(ts, str):
         return tvqa_span_target(ts, nframes, interval)
+    if not all(isinstance(t, (int, float)) and math.isfinite(t) for t in ts):
+        return IGNORE, IGNORE
     return vcmr_span_target(ts, nframes, interval)
 
 
