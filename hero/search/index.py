@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from hero.search.rank import (
     set_search_effort,
     top_k,
 )
+from hero.tempdirs import make_temp_dir, release_temp_dir
 
 FORMAT = "hero-search-index"
 FORMAT_VERSION = 1
@@ -94,7 +94,8 @@ class IndexWriter:
         self.vids: list[str] = []
         self.lengths: list[int] = []
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
+        # named with the pid: a SIGKILLed build's temporary is removed by the next build of this index
+        self.tmp = make_temp_dir(self.out_dir)
         self._raw = open(self.tmp / "frames.raw", "wb")
 
     def __enter__(self) -> IndexWriter:
@@ -152,6 +153,7 @@ class IndexWriter:
         tmp.chmod(0o755)
         if self.out_dir.exists():
             shutil.rmtree(self.out_dir)
+        release_temp_dir(tmp)
         tmp.rename(self.out_dir)
         log(f"wrote {self.out_dir}: {len(self.vids)} videos, {total} frames, FAISS {kind}")
         return self.out_dir
