@@ -137,7 +137,8 @@ def _check(dataset: str, raw: dict, out: dict, tok, vids: set[str]) -> None:
                 assert set(w) == {"qid", "vid", "desc", "input_ids", "ts", "duration", "type"}
                 assert w["input_ids"] == _enc(tok, w["desc"]) and w["input_ids"]
             if dataset in ("tvr", "how2r"):
-                assert w["qid"] == str(r["desc_id"]) and w["desc"] == r["desc"]
+                # the id keeps its type: the official TVR evaluator needs int desc_ids in submissions
+                assert w["qid"] == r["desc_id"] and type(w["qid"]) is type(r["desc_id"]) and w["desc"] == r["desc"]
                 assert (w["vid"], w["ts"], w["duration"], w["type"]) == (
                     r.get("vid_name"), r.get("ts"), r.get("duration"), r.get("type"))
             elif dataset == "didemo":

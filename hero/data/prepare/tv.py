@@ -33,7 +33,10 @@ def retrieval_record(rec: Any) -> dict:
     ``vid``/``ts``/``duration``/``type`` are None when absent (test queries). ``ts`` is ``[st, ed]``
     or, for DiDeMo-style ground truth, a list of such spans.
     """
-    qid = id_field(rec, "desc_id" if "desc_id" in rec or "qid" not in rec else "qid")
+    key = "desc_id" if "desc_id" in rec or "qid" not in rec else "qid"
+    qid = id_field(rec, key)
+    if isinstance(rec.get(key), int) and not isinstance(rec[key], bool):
+        qid = rec[key]  # TVR desc_ids are ints, and the official evaluator requires them in submissions
     desc = text_field(rec, "desc")
     ts = rec.get("ts")
     if ts is not None:
