@@ -290,6 +290,67 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=2e-6, msg=k)
 
 
+def _torchrun(run_dir: Path, *args: str) -> subprocess.Popen:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.Popen([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+                             str(_free_port()), str(JOB), str(run_dir), *args], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _losses(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_after_one_step_without_dropout(tmp_path):
+    """What the README promises exactly: dropout off, 2 processes × 4 clips and 1 process × 8 clips
+    give the same first loss and the same weights after one optimizer step (fp32 tolerance)."""
+    common = ["--steps", "1", "--save-every", "1", "--no-dropout"]
+    two = _torchrun(tmp_path / "two", "--batch-size", "4", *common)
+    subprocess.run([sys.executable, str(JOB), str(tmp_path / "one"), "--batch-size", "8", *common],
+                   check=True, env=_env(), capture_output=True)
+    assert two.wait() == 0, two.stderr.read().decode()[-2000:]
+    (a,), (b,) = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert a["objective"] == b["objective"]
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-6)
+    wa, wb = _weights(tmp_path / "one", 1), _weights(tmp_path / "two", 1)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_two_processes_with_dropout_match_one_within_seed_noise(tmp_path):
+    """Dropout on: each rank draws its own masks, so 2 processes do not reproduce 1 process step by
+    step, but over 200 steps their loss curve is that of 1 process up to the dropout noise.
+
+    ``--train-seed`` changes only the dropout draws (data, objective order, masks and initial weights
+    stay fixed), so the spread of 1-process runs over train seeds is exactly that noise. The mean loss
+    of the last 50 steps of the 2-process run must lie within 3 standard deviations of the 1-process
+    means, and that spread must be small against what training changes (the first-50 to last-50
+    drop), so a real difference (e.g. unsynchronised gradients) would not hide in it."""
+    steps, seeds = 200, (5, 6, 7)
+    common = ["--steps", str(steps), "--save-every", str(steps)]
+    two = _torchrun(tmp_path / "two", "--batch-size", "4", "--train-seed", "5", *common)
+    ones = [subprocess.Popen([sys.executable, str(JOB), str(tmp_path / f"one-{s}"), "--batch-size", "8",
+                              "--train-seed", str(s), *common], env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for s in seeds]
+    for proc in (two, *ones):
+        assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
+    logs = {name: _losses(tmp_path / name) for name in ("two", *(f"one-{s}" for s in seeds))}
+    order = [r["objective"] for r in logs["two"]]
+    assert len(order) == steps and all([r["objective"] for r in log] == order for log in logs.values())
+    first = {name: sum(r["loss"] for r in log[:50]) / 50 for name, log in logs.items()}
+    last = {name: sum(r["loss"] for r in log[-50:]) / 50 for name, log in logs.items()}
+    one_last = [last[f"one-{s}"] for s in seeds]
+    mean = sum(one_last) / len(one_last)
+    std = (sum((x - mean) ** 2 for x in one_last) / (len(one_last) - 1)) ** 0.5
+    assert std > 0  # dropout is on: the seeds really differ
+    drop = first["one-5"] - last["one-5"]
+    assert drop > 10 * std, (drop, std)
+    assert abs(last["two"] - mean) <= 3 * std, (last["two"], one_last)
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_moment_resumes_to_identical_weights(tmp_path):
     """Kill -9 the job at several moments (some during checkpoint writes); resuming always reaches

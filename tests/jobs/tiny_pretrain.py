@@ -41,6 +41,8 @@ def main(argv=None) -> None:
     p.add_argument("--accum", type=int, default=1)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--no-dropout", action="store_true")
+    p.add_argument("--train-seed", type=int, default=5,
+                   help="train.seed: seeds dropout only (the data, masks and initial weights stay fixed)")
     p.add_argument("--objectives", default="mlm,mfm-nce,fom,vsm")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -62,7 +64,8 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     model = HeroForPretraining(config)
     train = TrainConfig(num_train_steps=args.steps, batch_size=args.batch_size, grad_accum_steps=args.accum,
-                        num_workers=args.workers, save_every=args.save_every, keep_last=2, progress=False, seed=5)
+                        num_workers=args.workers, save_every=args.save_every, keep_last=2, progress=False,
+                        seed=args.train_seed)
     Engine(model, train, OptimConfig(lr=1e-3, warmup_steps=3), args.run_dir, batches, PretrainStep(objectives),
            find_unused_parameters=True, env=env).run()
     teardown()
