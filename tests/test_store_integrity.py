@@ -392,3 +392,36 @@ def test_index_temporaries_are_named_with_the_pid(tmp_path):
         assert tmp.name.startswith(f".idx.tmp-{os.getpid()}-")
         writer.add("v", np.full((2, 4), np.nan))
     assert not list(tmp_path.iterdir())
+
+
+REFERENCE_READ = """
+    import sys
+    from hero.data.reference_db import ReferenceTxtDb, ReferenceVideoDb
+    from hero.errors import HeroError
+    try:
+        db = ReferenceVideoDb(sys.argv[1]) if sys.argv[2] == "video" else ReferenceTxtDb(sys.argv[1])
+        for key in db.keys():
+            db.get(key)
+    except HeroError as err:
+        print("HeroError:", err)
+        sys.exit(3)
+    print("read all")
+"""
+
+
+def test_truncated_reference_stores_are_named_errors(tmp_path):
+    from hero.data.reference_db import write_reference_txt_db, write_reference_video_db
+
+    rs = np.random.RandomState(0)
+    video = write_reference_video_db(tmp_path / "tv", [(f"v{i}", rs.randn(40, 64)) for i in range(12)])
+    txt = write_reference_txt_db(tmp_path / "tvr_train.db", [(str(i), {"desc": "x", "input_ids": rs.randint(0, 50000, 300).tolist()})
+                                                              for i in range(40)])
+    for path, kind in ((video, "video"), (txt, "txt")):
+        data = path / "data.mdb"
+        blob = data.read_bytes()
+        assert len(blob) >= 4 * PAGE
+        assert run_python(REFERENCE_READ, path, kind).returncode == 0
+        data.write_bytes(blob[:3 * PAGE])
+        proc = run_python(REFERENCE_READ, path, kind)
+        assert proc.returncode == 3, (proc.returncode, proc.stderr)
+        assert f"{data}: truncated: {3 * PAGE} bytes, the LMDB header says at least" in proc.stdout

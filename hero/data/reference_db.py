@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def decode_reference_features(value: bytes, where: str) -> np.ndarray:
         if not isinstance(features, np.ndarray):
             raise ValueError("no 'features' array in the record")
         return features
-    except (KeyError, TypeError, ValueError, OSError, msgpack.UnpackException) as err:
+    except (KeyError, TypeError, ValueError, OSError, EOFError, zipfile.BadZipFile, msgpack.UnpackException) as err:
         raise HeroError(f"{where}: unreadable reference video record ({err})") from err
 
 
@@ -115,6 +116,7 @@ class ReferenceVideoDb:
             raise HeroError(f"{self.path}: cannot tell the frame interval from the directory name; pass it")
         self.compressed = bool(m and m["compressed"])
         self._db = LazyLmdb(self.path)
+        self._db.env()  # the file against its LMDB header now, not as a SIGBUS mid-run
         self._nframes: dict[str, int] | None = None
         self.id2nframe_path: Path | None = None
         for cand in (self.path.parent / "id2nframe.json", self.path / "id2nframe.json"):
@@ -250,7 +252,7 @@ def encode_txt_value(obj: Any) -> bytes:
 def decode_txt_value(value: bytes, where: str) -> Any:
     try:
         return msgpack.unpackb(lz4.frame.decompress(value), raw=False, strict_map_key=False)
-    except (RuntimeError, ValueError, msgpack.UnpackException) as err:
+    except (RuntimeError, TypeError, ValueError, msgpack.UnpackException) as err:
         raise HeroError(f"{where}: unreadable reference text record ({err})") from err
 
 
@@ -266,6 +268,7 @@ class ReferenceTxtDb:
         if not (self.path / "data.mdb").is_file():
             raise HeroError(f"{self.path}: no reference txt_db here (data.mdb missing)")
         self._db = LazyLmdb(self.path)
+        self._db.env()  # the file against its LMDB header now, not as a SIGBUS mid-run
         self._side: dict[str, Any] = {}
         self._keys: list[str] | None = None
 
