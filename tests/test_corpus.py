@@ -155,7 +155,7 @@ def test_from_reference_stores(tmp_path, corpus_dir):
         a, b = ours.clip(v), ref.clip(v)
         assert torch.equal(a.features, b.features) and a.sub2frames == b.sub2frames and a.subtitles == b.subtitles
     assert ref.datasets() == [("tvr", "val")]
-    assert sorted(r["qid"] for r in ref.annotations("tvr", "val")) == ["3", "5"]
+    assert sorted(r["qid"] for r in ref.annotations("tvr", "val")) == [3, 5]  # int desc_ids stay ints
     assert ref.annotations("tvr", "val")[0]["input_ids"] == tokenizer.encode("alice takes the cup")
     assert ref.tokens == tokenizer.tokens
 
