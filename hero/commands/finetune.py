@@ -13,15 +13,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML run config (configs/finetune/*.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. model.init=runs/pretrain-tiny train.num_train_steps=200")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="check the config (corpus, model, init weights) as a run would, print it resolved, exit")
 
 
 def run(args: argparse.Namespace) -> int:
     from hero.train.config import dump_config, load_config
-    from hero.train.finetune import FinetuneConfig, run_finetune
+    from hero.train.finetune import FinetuneConfig, check_finetune, run_finetune
 
     config = load_config(FinetuneConfig, args.config, args.overrides)
     if args.print_config:
+        check_finetune(config)
         print(dump_config(config), end="")
         return 0
     metrics = run_finetune(config)

@@ -13,15 +13,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML run config (configs/pretrain/*.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. optim.lr=1e-4 train.num_train_steps=200")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="check the config (corpus, model, init weights) as a run would, print it resolved, exit")
 
 
 def run(args: argparse.Namespace) -> int:
     from hero.train.config import dump_config, load_config
-    from hero.train.pretrain import PretrainConfig, run_pretrain
+    from hero.train.pretrain import PretrainConfig, check_pretrain, run_pretrain
 
     config = load_config(PretrainConfig, args.config, args.overrides)
     if args.print_config:
+        check_pretrain(config)
         print(dump_config(config), end="")
         return 0
     run_pretrain(config)

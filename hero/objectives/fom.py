@@ -16,6 +16,7 @@ from torch import Tensor
 
 from hero.config import HeroConfig, TextTokens
 from hero.data.batch import Clip, Randomness, as_randomness, clip_groups, collate_video
+from hero.errors import check_settings
 from hero.model.hero import VideoInputs
 from hero.model.layers import MLPHead
 
@@ -30,6 +31,9 @@ def fom_head(config: HeroConfig) -> MLPHead:
 @dataclass
 class FomConfig:
     reorder_prob: float = 0.15
+
+    def __post_init__(self) -> None:
+        check_settings(self, "fom", reorder_prob="[0,1]")
 
 
 @dataclass

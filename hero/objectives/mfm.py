@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig, TextTokens
 from hero.data.batch import Clip, Randomness, as_randomness, clip_groups, collate_video
 from hero.distributed import gather_with_grad
+from hero.errors import check_settings
 from hero.losses import l2_regression_loss, nce_loss
 from hero.model.hero import VideoInputs
 
@@ -47,6 +48,7 @@ class MfmConfig:
             raise ValueError(f"MfmConfig.loss must be 'nce' or 'mffr', got {self.loss!r}")
         if self.nce_negatives not in ("valid", "all_unmasked"):
             raise ValueError(f"MfmConfig.nce_negatives must be 'valid' or 'all_unmasked', got {self.nce_negatives!r}")
+        check_settings(self, "mfm", mask_prob="[0,1]", nce_temperature=">0")
 
 
 @dataclass

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from hero.config import HeroConfig, TextTokens
 from hero.data.batch import Clip, Randomness, as_randomness, clip_groups, collate_video
+from hero.errors import check_settings
 from hero.model.hero import VideoInputs
 
 IGNORE = -1
@@ -25,6 +26,9 @@ IGNORE = -1
 class MlmConfig:
     mask_prob: float = 0.15
     max_txt_len: int = 60
+
+    def __post_init__(self) -> None:
+        check_settings(self, "mlm", mask_prob="[0,1]", max_txt_len=">=1")
 
 
 class MlmHead(nn.Module):

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig, TextTokens
 from hero.data.batch import Clip, Randomness, as_randomness, clip_groups, collate_video, pad_token_rows
 from hero.distributed import gather_with_grad
+from hero.errors import check_settings
 from hero.losses import span_cross_entropy, vsm_ranking_losses
 from hero.model.hero import VideoInputs
 from hero.model.layers import mask_logits
@@ -66,6 +67,9 @@ class VsmConfig:
             raise ValueError(f"VsmConfig.span_padding must be 'reference' or 'zeros', got {self.span_padding!r}")
         if self.ranking_loss not in ("hinge", "lse"):
             raise ValueError(f"VsmConfig.ranking_loss must be 'hinge' or 'lse', got {self.ranking_loss!r}")
+        check_settings(self, "vsm", queries_per_video=">=1", max_txt_len=">=1", lw_st_ed=">=0", lw_neg_ctx=">=0",
+                       lw_neg_q=">=0", margin=">=0", drop_svmr_prob="[0,1]", hard_negative_start_step=">=0",
+                       hard_pool_size=">=1", hard_neg_weight=">=0")
 
 
 def global_scores(q: Tensor, frames: Tensor, frame_mask: Tensor) -> Tensor:

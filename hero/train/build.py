@@ -44,7 +44,68 @@ def hero_config(spec: ModelSpec, corpus: Any | None = None) -> HeroConfig:
     if unknown:
         raise HeroError(f"model.overrides: unknown HeroConfig key(s) {unknown}; known: {sorted(fields)}")
     sizes = corpus_sizes(corpus) if corpus is not None else {}
-    return HeroConfig.from_name(spec.preset, **{**sizes, **spec.overrides})
+    from hero.config import PRESETS
+
+    if spec.preset not in PRESETS:
+        raise HeroError(f"model.preset: unknown preset {spec.preset!r}; choose one of {sorted(PRESETS)}")
+    try:
+        return HeroConfig.from_name(spec.preset, **{**sizes, **spec.overrides})
+    except HeroError as err:
+        raise HeroError(f"model.overrides: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise HeroError(f"model.overrides: {err}") from None
+
+
+def check_init(spec: ModelSpec) -> None:
+    """``model.init`` names something readable (checked before a run writes anything; whether
+    the weights fit the model is checked when they are loaded, also before anything is written)."""
+    import os
+    from pathlib import Path
+
+    init = spec.init
+    if not init:
+        return
+    if init.startswith("roberta:"):
+        name = init[len("roberta:"):]
+        path = Path(name)
+        # a Hugging Face hub name cannot be checked offline; a path can
+        if (path.is_absolute() or name.startswith(".") or os.sep in name and path.parent.is_dir()) \
+                and not path.is_dir():
+            raise HeroError(f"model.init: {name}: no such RoBERTa directory")
+        return
+    if init.startswith("reference:"):
+        path = Path(init[len("reference:"):])
+        if not path.is_file():
+            raise HeroError(f"model.init: {path}: no such file (a reference HERO .pt checkpoint)")
+        if not os.access(path, os.R_OK):
+            raise HeroError(f"model.init: {path}: not readable")
+        return
+    from hero.model.checkpoint import read_config
+    from hero.train.checkpoint import resolve_model_dir
+
+    if not Path(init).exists():
+        raise HeroError(f"model.init: {init}: no such file or directory")
+    try:
+        directory = resolve_model_dir(init)
+        read_config(directory)
+    except HeroError as err:
+        raise HeroError(f"model.init: {err}") from None
+    except ValueError as err:
+        raise HeroError(f"model.init: {err}") from None
+    weights = directory / "model.safetensors"
+    if not os.access(weights, os.R_OK):
+        raise HeroError(f"model.init: {weights}: not readable")
+
+
+def check_device(train: Any) -> None:
+    """``train.device`` exists here and ``train.precision`` runs on it."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if train.device == "cuda" and not cuda:
+        raise HeroError("train.device=cuda, but no CUDA device is available")
+    if train.precision == "fp16" and (train.device == "cpu" or not cuda):
+        raise HeroError("train.precision=fp16 needs a CUDA device; use bf16 on the CPU")
 
 
 def initialise(model: nn.Module, spec: ModelSpec, log=print) -> None:

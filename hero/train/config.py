@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from hero.errors import HeroError
+from hero.errors import HeroError, SettingError, check_settings
 
 
 @dataclass
@@ -39,9 +39,12 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.schedule not in ("linear", "constant"):
-            raise HeroError(f"optim.schedule must be 'linear' or 'constant', got {self.schedule!r}")
-        if self.lr <= 0 or self.warmup_steps < 0:
-            raise HeroError(f"optim.lr must be > 0 and optim.warmup_steps >= 0 (got {self.lr}, {self.warmup_steps})")
+            raise SettingError("schedule", "'linear' or 'constant'", self.schedule, "optim")
+        check_settings(self, "optim", lr=">0", eps=">0", weight_decay=">=0", warmup_steps=">=0",
+                       grad_norm=">=0 (0: no clipping)", lr_mul=">0")
+        for i, beta in enumerate(self.betas):
+            if not 0 <= beta < 1:
+                raise SettingError(f"betas[{i}]", "in [0, 1)", beta, "optim")
 
 
 @dataclass
@@ -75,18 +78,25 @@ class TrainConfig:
     eval_every: int = 0
     """Evaluate every this many steps (0: only at the end, when the run has an evaluation)."""
     progress: bool = True
-    """Show a progress bar (rank 0)."""
+    """Show a progress bar (rank 0) when stderr is a terminal."""
+    progress_every: float = 30.0
+    """Seconds between progress lines (step, loss, throughput, ETA) written to stderr when no bar
+    is shown: stderr is not a terminal (nohup, SLURM, ``| tee``) or ``progress`` is off. 0: never.
+    The environment variable ``HERO_PROGRESS_EVERY`` overrides it."""
     compile: bool = False
     """``torch.compile`` the model (GPU runs; the dynamic shapes of subtitle packing recompile often)."""
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16", "fp16"):
-            raise HeroError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
+            raise SettingError("precision", "fp32, bf16 or fp16", self.precision, "train")
         if self.grad_accum_reduction not in ("mean", "sum"):
-            raise HeroError(f"train.grad_accum_reduction must be 'mean' or 'sum', got {self.grad_accum_reduction!r}")
-        for name in ("num_train_steps", "batch_size", "grad_accum_steps", "save_every", "keep_last"):
-            if getattr(self, name) < 1:
-                raise HeroError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+            raise SettingError("grad_accum_reduction", "'mean' or 'sum'", self.grad_accum_reduction, "train")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise SettingError("device", "auto, cpu or cuda", self.device, "train")
+        check_settings(self, "train", num_train_steps=">=1", batch_size=">=1", grad_accum_steps=">=1",
+                       seed=">=0", num_workers=">=0 (0: no worker process)", threads=">=0 (0: torch's default)",
+                       log_every=">=1", save_every=">=1", keep_last=">=1",
+                       eval_every=">=0 (0: only at the end)", progress_every=">=0 (0: never)")
 
 
 @dataclass
@@ -139,7 +149,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise HeroError(f"{where}: expected a mapping, got {value!r}")
         kt, vt = typing.get_args(tp) or (Any, Any)
-        return {_convert(k, kt, where): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
+        return {_convert(k, kt, where): _convert(v, vt, _join(where, k)) for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise HeroError(f"{where}: expected a list, got {value!r}")
@@ -183,15 +193,21 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise HeroError(f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+        raise HeroError(f"{where or 'config'}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
                         f"known keys: {', '.join(sorted(known))}")
-    kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    kwargs = {name: _convert(value, hints[name], _join(where, name)) for name, value in data.items()}
     try:
         return cls(**kwargs)
+    except SettingError as err:
+        raise err.at(where) from None
     except HeroError:
         raise
     except (TypeError, ValueError) as err:
-        raise HeroError(f"{where}: {err}") from None
+        raise HeroError(f"{where}: {err}" if where else str(err)) from None
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
 
 
 def to_dict(obj: Any) -> Any:
@@ -239,11 +255,49 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_override(cls: type, override: str) -> None:
+    """Check one ``a.b=value`` override against the schema ``cls`` alone: an unknown key, a value
+    of the wrong type or out of range is an error naming the override (not the YAML file)."""
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    value = yaml.safe_load(raw)
+    tp, path = cls, []
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(tp):
+            return  # inside a free-form mapping (mix, task_config, model.overrides): checked later
+        known = {f.name for f in dataclasses.fields(tp)}
+        where = ".".join(path) or "config"
+        if part not in known:
+            raise HeroError(f"override {override!r}: unknown key {'.'.join(path + [part])!r}; "
+                            f"known keys of {where}: {', '.join(sorted(known))}")
+        if i == len(parts) - 1:
+            try:
+                from_dict(tp, {part: value}, where=".".join(path))
+            except HeroError as err:
+                raise HeroError(f"override {override!r}: {err}") from None
+            return
+        inner = typing.get_type_hints(tp)[part]
+        if typing.get_origin(inner) in (dict,):
+            # a mapping of free keys: the value type of its entries is known
+            if i == len(parts) - 2:
+                try:
+                    _convert(value, (typing.get_args(inner) or (Any, Any))[1], ".".join(path + [part, parts[-1]]))
+                except HeroError as err:
+                    raise HeroError(f"override {override!r}: {err}") from None
+            return
+        tp, path = inner, path + [part]
+
+
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] = ()) -> Any:
-    """Dataclass ``cls`` from defaults ← YAML file ← ``key=value`` overrides."""
+    """Dataclass ``cls`` from defaults ← YAML file ← ``key=value`` overrides.
+
+    A bad override is reported as that override; anything else wrong is reported with the file
+    and the key.
+    """
     data = read_yaml(path) if path is not None else {}
     for o in overrides:
         apply_override(data, o)
+        check_override(cls, o)
     return from_dict(cls, data, where=str(path) if path is not None else "config")
 
 

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hero.errors import HeroError
+from hero.errors import HeroError, check_settings
 from hero.io import write_json_atomic
 from hero.tasks import get_task, prediction_suffix, write_task_predictions
-from hero.train.build import hero_config, initialise
+from hero.train.build import check_device, check_init, hero_config, initialise
 from hero.train.config import ModelSpec, OptimConfig, TrainConfig, from_dict
 from hero.train.data import derive_seed
 from hero.train.distributed import barrier, setup
@@ -56,9 +56,55 @@ class FinetuneConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        check_settings(self, "", max_clip_len=">=1", eval_batch_size=">=1")
+
 
 def task_settings(task: Any, values: dict[str, Any], where: str = "task_config") -> Any:
-    return from_dict(task.config_class, values, where=where)
+    try:
+        return from_dict(task.config_class, values, where=where)
+    except HeroError as err:
+        text = str(err)
+        raise HeroError(text if text.startswith(where) else f"{where}: {text}") from None
+
+
+@dataclass
+class FinetunePlan:
+    """What a fine-tuning run reads, checked before anything is written (`check_finetune`)."""
+
+    task: Any
+    cfg: Any
+    corpus: Any
+    items: list
+    model_config: Any
+
+
+def check_finetune(config: FinetuneConfig, world_size: int | None = None) -> FinetunePlan:
+    """Validate everything a run needs before it writes into its directory: the task and dataset,
+    the task settings, the corpus and its train/eval annotations, that the training items fill a
+    global batch, the model preset and overrides, ``model.init`` (readable) and precision/device.
+    ``--print-config`` runs this too. Raises `HeroError` naming the key or file."""
+    import os
+
+    from hero.data.corpus import Corpus
+    from hero.tasks import check_dataset
+
+    task = get_task(config.task)
+    try:
+        check_dataset(task, config.dataset)
+    except HeroError as err:
+        raise HeroError(f"dataset: {err}") from None
+    cfg = task_settings(task, config.task_config)
+    corpus = Corpus(config.corpus, max_clip_len=config.max_clip_len)
+    items = task.train_items(corpus, config.dataset, config.train_split, cfg)
+    if config.eval_split is not None:
+        corpus.annotations(config.dataset, config.eval_split)
+    world = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    FinetuneBatches(task, corpus, items, cfg, config.train.batch_size, config.train.seed, 0, world)
+    model_config = hero_config(config.model, corpus)
+    check_init(config.model)
+    check_device(config.train)
+    return FinetunePlan(task, cfg, corpus, items, model_config)
 
 
 class FinetuneBatches(torch.utils.data.Dataset):
@@ -159,24 +205,23 @@ def load_task_model(directory: str | Path, task_overrides: dict[str, Any] | None
 
 
 def run_finetune(config: FinetuneConfig, log=print) -> dict[str, Any]:
-    """Fine-tune (or resume) ``config.output_dir``; returns the final evaluation metrics."""
-    from hero.data.corpus import Corpus
+    """Fine-tune (or resume) ``config.output_dir``; returns the final evaluation metrics.
 
-    task = get_task(config.task)
-    if config.dataset not in task.datasets:
-        raise HeroError(f"task {config.task!r} reads datasets {list(task.datasets)}, not {config.dataset!r}")
-    cfg = task_settings(task, config.task_config)
+    Everything is checked and the model built and initialised before ``config.yaml`` is written,
+    so a run that fails to start leaves its directory as it was.
+    """
     env = setup(config.train.device)
+    plan = check_finetune(config, env.world_size)
+    task, cfg, corpus, items = plan.task, plan.cfg, plan.corpus, plan.items
     run_dir = Path(config.output_dir)
-    if env.is_main:
-        write_or_check_config(run_dir, config)
-    barrier()
-    corpus = Corpus(config.corpus, max_clip_len=config.max_clip_len)
-    items = task.train_items(corpus, config.dataset, config.train_split, cfg)
     model = build_task_model(task, cfg, config.model, corpus)
     initialise(model, config.model, log=log if env.is_main else (lambda *_: None))
     batches = FinetuneBatches(task, corpus, items, cfg, config.train.batch_size, config.train.seed,
                               env.rank, env.world_size)
+    # only now, with everything checked and the model initialised, does the run directory change
+    if env.is_main:
+        write_or_check_config(run_dir, config, log=log)
+    barrier()
 
     def evaluate(m, step: int) -> dict[str, Any]:
         if config.eval_split is None:

@@ -8,20 +8,21 @@ the shared `Engine`. Launch with ``hero pretrain --config ...`` on one process, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hero.errors import HeroError
+from hero.errors import HeroError, check_settings
 from hero.io import write_text_atomic
 from hero.objectives import OBJECTIVES, HeroForPretraining
 from hero.objectives.fom import FomConfig
 from hero.objectives.mfm import MffrConfig, MfmConfig
 from hero.objectives.mlm import MlmConfig
 from hero.objectives.vsm import VsmConfig
-from hero.train.build import hero_config, initialise
+from hero.train.build import check_device, check_init, hero_config, initialise
 from hero.train.config import ModelSpec, OptimConfig, TrainConfig, dump_config, read_yaml, to_dict
 from hero.train.data import Mix, PretrainBatches
 from hero.train.distributed import barrier, setup
@@ -42,6 +43,9 @@ class DataSpec:
     """Which videos pre-training sees: ``all``, ``exclude-eval`` (every video except those of the
     corpus's val/test annotations, so downstream evaluation stays unseen), or a file listing video
     ids (one per line)."""
+
+    def __post_init__(self) -> None:
+        check_settings(self, "data", max_clip_len=">=1")
 
 
 @dataclass
@@ -79,12 +83,21 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
-def write_or_check_config(run_dir: Path, config: Any) -> None:
-    """Save the resolved config as ``config.yaml``; on resume, refuse a config that changes the run."""
+def write_or_check_config(run_dir: Path, config: Any, log=print) -> None:
+    """Save the resolved config as ``config.yaml``; on resume, refuse a config that changes the run.
+
+    A ``config.yaml`` of a run that never saved a checkpoint (it stopped before its first one) is
+    replaced: nothing was trained under it that the new config could mix with.
+    """
+    from hero.train.checkpoint import latest_checkpoint
+
     path = run_dir / "config.yaml"
     if path.is_file():
         old, new = _flat(read_yaml(path)), _flat(to_dict(config))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+        if changed and latest_checkpoint(run_dir) is None and not (run_dir / "model").exists():
+            log(f"{path}: replacing the config of a run that never saved a checkpoint")
+            changed = []
         if changed:
             diffs = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:10])
             raise HeroError(f"{run_dir} holds a run with a different config ({diffs}); resume it with the same "
@@ -125,27 +138,51 @@ class PretrainStep:
 
 
 def build_objectives(config: PretrainConfig, tokens) -> dict[str, Any]:
+    check_mix(config.mix)
     out = {}
     for name, ratio in config.mix.items():
-        if name not in OBJECTIVES:
-            raise HeroError(f"mix: unknown objective {name!r}; choose from {sorted(OBJECTIVES)}")
         if ratio > 0:
-            out[name] = OBJECTIVES[name][1](config.objective_config(name), tokens)
+            try:
+                out[name] = OBJECTIVES[name][1](config.objective_config(name), tokens)
+            except HeroError:
+                raise
+            except ValueError as err:
+                raise HeroError(f"{name.replace('-', '_')}: {err}") from None
     return out
 
 
-def run_pretrain(config: PretrainConfig, log=print) -> Path:
-    """Pre-train (or resume) the run in ``config.output_dir``; returns the final model directory."""
+def check_mix(mix: dict[str, float]) -> None:
+    """Known objectives, finite ratios >= 0, at least one > 0."""
+    for name, ratio in mix.items():
+        if name not in OBJECTIVES:
+            raise HeroError(f"mix: unknown objective {name!r}; choose from {sorted(OBJECTIVES)}")
+        if not (math.isfinite(ratio) and ratio >= 0):
+            raise HeroError(f"mix.{name} must be a ratio >= 0, got {ratio!r}")
+    if not any(r > 0 for r in mix.values()):
+        raise HeroError(f"mix: no objective has a ratio > 0 (got {dict(mix)})")
+
+
+@dataclass
+class PretrainPlan:
+    """What a pre-training run reads, checked before anything is written (`check_pretrain`)."""
+
+    corpora: list[Any]
+    sources: list[tuple[Any, list[str]]]
+    ratios: list[float]
+    model_config: Any
+
+
+def check_pretrain(config: PretrainConfig) -> PretrainPlan:
+    """Validate everything a run needs before it writes into its directory: the corpora (open,
+    same tokenizer and feature size, videos to train on), ratios, objective mix and settings, the
+    model preset and overrides, ``model.init`` (readable) and precision/device. ``--print-config``
+    runs this too. Raises `HeroError` naming the key or file."""
     from hero.data.corpus import Corpus
 
-    env = setup(config.train.device)
-    run_dir = Path(config.output_dir)
-    if env.is_main:
-        write_or_check_config(run_dir, config)
-    barrier()
-    corpora = [Corpus(p, max_clip_len=config.data.max_clip_len) for p in config.data.corpora]
-    if not corpora:
+    check_mix(config.mix)
+    if not config.data.corpora:
         raise HeroError("data.corpora is empty")
+    corpora = [Corpus(p, max_clip_len=config.data.max_clip_len) for p in config.data.corpora]
     tokens = corpora[0].tokens
     for c in corpora[1:]:
         if c.tokens != tokens or c.video_store.meta.dim != corpora[0].video_store.meta.dim:
@@ -153,15 +190,39 @@ def run_pretrain(config: PretrainConfig, log=print) -> Path:
     ratios = config.data.ratios or [1.0] * len(corpora)
     if len(ratios) != len(corpora):
         raise HeroError(f"data.ratios has {len(ratios)} entries for {len(corpora)} corpora")
+    if any(not (math.isfinite(r) and r >= 0) for r in ratios) or not any(r > 0 for r in ratios):
+        raise HeroError(f"data.ratios must be >= 0 with at least one > 0, got {ratios}")
     sources = [(c, pretraining_videos(c, config.data.videos)) for c in corpora]
+    for c, vids in sources:
+        if not vids:
+            raise HeroError(f"{c.root}: no video to pre-train on (data.videos: {config.data.videos!r})")
+    model_config = hero_config(config.model, corpora[0])
+    check_init(config.model)
+    check_device(config.train)
+    return PretrainPlan(corpora, sources, ratios, model_config)
 
+
+def run_pretrain(config: PretrainConfig, log=print) -> Path:
+    """Pre-train (or resume) the run in ``config.output_dir``; returns the final model directory.
+
+    Everything is checked and the model built and initialised before ``config.yaml`` is written,
+    so a run that fails to start leaves its directory as it was.
+    """
+    plan = check_pretrain(config)
+    env = setup(config.train.device)
+    run_dir = Path(config.output_dir)
+    corpora, sources = plan.corpora, plan.sources
+    tokens = corpora[0].tokens
     torch.manual_seed(config.train.seed)
-    model = HeroForPretraining(hero_config(config.model, corpora[0]))
+    model = HeroForPretraining(plan.model_config)
     initialise(model, config.model, log=log if env.is_main else (lambda *_: None))
     objectives = build_objectives(config, tokens)
-    mix = Mix({k: v for k, v in config.mix.items() if v > 0}, ratios)
+    mix = Mix({k: v for k, v in config.mix.items() if v > 0}, plan.ratios)
     batches = PretrainBatches(sources, objectives, mix, config.train.batch_size, config.train.seed,
                               env.rank, env.world_size, config.train.grad_accum_steps)
+    if env.is_main:
+        write_or_check_config(run_dir, config, log=log)
+    barrier()
     if env.is_main:
         n = sum(p.numel() for p in model.parameters())
         log(f"pre-training {config.model.preset} ({n:,} parameters) on "
