@@ -414,8 +414,8 @@ def test_truncated_reference_stores_are_named_errors(tmp_path):
 
     rs = np.random.RandomState(0)
     video = write_reference_video_db(tmp_path / "tv", [(f"v{i}", rs.randn(40, 64)) for i in range(12)])
-    txt = write_reference_txt_db(tmp_path / "tvr_train.db", [(str(i), {"desc": "x", "input_ids": rs.randint(0, 50000, 300).tolist()})
-                                                              for i in range(40)])
+    records = [(str(i), {"desc": "x", "input_ids": rs.randint(0, 50000, 300).tolist()}) for i in range(40)]
+    txt = write_reference_txt_db(tmp_path / "tvr_train.db", records)
     for path, kind in ((video, "video"), (txt, "txt")):
         data = path / "data.mdb"
         blob = data.read_bytes()
