@@ -26,7 +26,6 @@ def run(args: argparse.Namespace) -> int:
         check_finetune(config)
         print(dump_config(config), end="")
         return 0
-    metrics = run_finetune(config)
-    for key, value in metrics.items():
-        print(f"{key}: {value}")
+    # the main metrics were printed as a table by the run; all of them are in metrics.json
+    run_finetune(config)
     return 0

@@ -18,8 +18,12 @@ therefore be writable (it is inside a virtual environment).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import sys
+import tempfile
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -54,6 +58,36 @@ def clean_caption(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+# What the Java tokenizer writes to stderr on every run: its token count and java.util.logging
+# warnings about control characters (which it drops). Anything else still reaches the user.
+_JAVA_CHATTER = re.compile(r"^(PTBTokenizer tokenized |\w{3} \d{1,2}, \d{4} .*edu\.stanford\.nlp\.|"
+                           r"WARNING: Untokenizable: )")
+
+
+@contextlib.contextmanager
+def _java_chatter_filtered():
+    """Catch what child processes write to file descriptor 2 (pycocoevalcap starts the Java
+    tokenizer with its stderr inherited) and pass on only the lines that are not `_JAVA_CHATTER`."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode("utf-8", "replace").splitlines()
+                    if ln.strip() and not _JAVA_CHATTER.match(ln)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
 def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
     """Stanford PTB tokenisation through pycocoevalcap (one Java run for all captions).
 
@@ -63,7 +97,8 @@ def ptb_tokenize(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, l
 
     wanted = {k: [{"caption": c} for c in caps] for k, caps in captions.items()}
     try:
-        out = PTBTokenizer().tokenize(wanted)
+        with _java_chatter_filtered():
+            out = PTBTokenizer().tokenize(wanted)
     except OSError as err:  # PermissionError on a read-only site-packages, missing java, ...
         raise HeroError(f"the PTB tokenizer (pycocoevalcap, Java) failed: {err}. It writes a temporary "
                         f"file into the pycocoevalcap package directory, which must be writable") from None

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -282,7 +283,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     from tqdm import tqdm
 
     bar = tqdm(total=len(mine), initial=result.resumed, unit="video", dynamic_ncols=True,
-               disable=not cfg.progress or rank != 0, desc=f"extract [{','.join(names)}]")
+               disable=not cfg.progress or rank != 0 or not sys.stderr.isatty(), desc=f"extract [{','.join(names)}]")
     start = time.perf_counter()
     try:
         for vid, path, outcome, feats in _extract_stream(todo, backbones, cfg.interval, cfg.batch_size):

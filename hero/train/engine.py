@@ -34,7 +34,7 @@ from hero.errors import HeroError
 from hero.train import checkpoint as ckpt
 from hero.train.config import OptimConfig, TrainConfig
 from hero.train.distributed import DistEnv, all_gather_objects, all_reduce_, barrier, setup
-from hero.train.logging import RunLogger
+from hero.train.logging import RunLogger, metrics_table
 from hero.train.optim import build_optimizer, lr_factor, set_lr
 
 LossFn = Callable[[nn.Module, dict, Any, int], dict[str, Any]]
@@ -213,9 +213,7 @@ class Engine:
         finally:
             self.model.train()
         logger.eval(self.step, metrics)
-        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in list(metrics.items())[:8])
-        more = f" (+{len(metrics) - 8} more in log.jsonl)" if len(metrics) > 8 else ""
-        logger.message(f"step {self.step}: eval {shown}{more}")
+        logger.message(f"step {self.step}: eval\n{metrics_table(metrics)}")
         return metrics
 
     def run(self) -> dict[str, Any]:
@@ -223,7 +221,8 @@ class Engine:
         cfg = self.train_cfg
         accum = cfg.grad_accum_steps
         accum_scale = 1.0 / accum if cfg.grad_accum_reduction == "mean" else 1.0
-        logger = RunLogger(self.run_dir, self.env.is_main, cfg.num_train_steps, self.step, progress=cfg.progress)
+        logger = RunLogger(self.run_dir, self.env.is_main, cfg.num_train_steps, self.step, progress=cfg.progress,
+                           progress_every=cfg.progress_every)
         metrics: dict[str, Any] = {}
         try:
             if self.step >= cfg.num_train_steps:
@@ -234,19 +233,19 @@ class Engine:
             self.model.train()
             loader = self._loader(self.step * accum, cfg.num_train_steps * accum)
             acc: dict[str, float] = {}
-            items, t0, objective = 0, time.perf_counter(), None
+            items, step_items, t0, objective = 0, 0, time.perf_counter(), None
             for micro, (meta, batch) in enumerate(loader, start=self.step * accum):
                 last = (micro + 1) % accum == 0
                 values = self._micro_step(meta, batch, accum_scale, sync=last)
                 for k, v in values.items():
                     acc[k] = acc.get(k, 0.0) + v / accum
                 items += int(meta.get("items", 0))
+                step_items += int(meta.get("items", 0))
                 objective = meta.get("objective")
                 if not last:
                     continue
                 lr, norm = self._optimizer_step()
                 self.step += 1
-                logger.advance()
                 if self.step % cfg.log_every == 0 or self.step == cfg.num_train_steps:
                     elapsed = time.perf_counter() - t0
                     record = {"step": self.step, **({"objective": objective} if objective else {}),
@@ -254,6 +253,8 @@ class Engine:
                               "items_per_s": items * self.env.world_size / max(elapsed, 1e-9), "time": time.time()}
                     logger.step(record)
                     items, t0 = 0, time.perf_counter()
+                logger.advance(items=step_items * self.env.world_size)
+                step_items = 0
                 acc = {}
                 if self.step % cfg.save_every == 0 and self.step < cfg.num_train_steps:
                     self.save()

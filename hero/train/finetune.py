@@ -30,6 +30,7 @@ from hero.train.config import ModelSpec, OptimConfig, TrainConfig, from_dict
 from hero.train.data import derive_seed
 from hero.train.distributed import barrier, setup
 from hero.train.engine import Engine
+from hero.train.logging import progress_interval
 from hero.train.pretrain import write_or_check_config
 
 _ORDER, _COLLATE = 11, 12
@@ -104,6 +105,7 @@ def check_finetune(config: FinetuneConfig, world_size: int | None = None) -> Fin
     model_config = hero_config(config.model, corpus)
     check_init(config.model)
     check_device(config.train)
+    progress_interval(config.train.progress_every)  # HERO_PROGRESS_EVERY
     return FinetunePlan(task, cfg, corpus, items, model_config)
 
 

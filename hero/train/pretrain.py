@@ -27,6 +27,7 @@ from hero.train.config import ModelSpec, OptimConfig, TrainConfig, dump_config, 
 from hero.train.data import Mix, PretrainBatches
 from hero.train.distributed import barrier, setup
 from hero.train.engine import Engine
+from hero.train.logging import progress_interval
 
 EVAL_SPLITS = ("val", "test", "test_public", "test-public", "dev")
 
@@ -199,6 +200,7 @@ def check_pretrain(config: PretrainConfig) -> PretrainPlan:
     model_config = hero_config(config.model, corpora[0])
     check_init(config.model)
     check_device(config.train)
+    progress_interval(config.train.progress_every)  # HERO_PROGRESS_EVERY
     return PretrainPlan(corpora, sources, ratios, model_config)
 
 
