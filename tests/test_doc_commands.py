@@ -1,11 +1,12 @@
 """Every shell block of README.md and docs/*.md runs as written.
 
-A fenced ```bash / ```sh / ```console block is run, line by line (``\\`` continuations joined,
-``$ `` prompts of console blocks stripped, their output lines ignored), with bash in a fresh
-directory per document holding only links to the checkout's ``configs/`` and ``scripts/`` (what the
-commands name by relative path). Blocks of one document share that directory, in order, so a
-walk-through builds on its own earlier steps. ``hero`` and ``python`` are the test's virtual
-environment; ``HF_HUB_OFFLINE=1``.
+A fenced ```bash / ```sh / ```console block is run (``\\`` continuations joined, comment lines
+dropped, ``$ `` prompts of console blocks stripped, their output lines ignored) as one bash script
+(``-e -o pipefail``: variables set by a line reach the next), in a fresh directory per document
+holding only links to the checkout's ``configs/``, ``scripts/`` and ``tests/`` (what commands name
+by relative path). Blocks of one document share that directory, in order, so a walk-through builds
+on its own earlier steps. ``hero`` and ``python`` are the test's virtual environment;
+``HF_HUB_OFFLINE=1``.
 
 Budgets: a line that starts a training job gets its documented budget options appended (`TINY`),
 so a 2,000-step pre-training runs 2 steps. Nothing else is changed: no environment variable alters
@@ -14,7 +15,7 @@ what a command does.
 A block that cannot run here (released data or weights, GPUs, several nodes, the install itself)
 carries ``<!-- not run: REASON -->`` on the line right above it. Its lines are still checked: every
 ``hero ...`` (also after ``torchrun ... -m hero``) must parse with the real CLI parser, every
-``configs/...`` and ``scripts/...`` path it names must exist, and ``make TARGET`` must be a target
+``configs/...``, ``scripts/...`` and ``tests/...`` path it names must exist, and ``make TARGET`` must be a target
 of the Makefile (``make -n``).
 """
 
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELLS = {"bash", "sh", "console", "shell"}
 MARKER = re.compile(r"^\s*<!--\s*not run:(?P<reason>.*?)-->\s*$")
-LINKED = ("configs", "scripts")
+LINKED = ("configs", "scripts", "tests")
 
 # Documented budget options appended to the commands that train (first words -> extra arguments).
 TINY: list[tuple[tuple[str, ...], list[str]]] = [
@@ -208,12 +209,13 @@ def _run_doc(doc: Path, tmp_path: Path) -> None:
     for block in shell_blocks(doc):
         if block.not_run is not None:
             continue
-        for command in block.commands:
-            line = with_budget(command)
-            proc = subprocess.run(["bash", "-o", "pipefail", "-c", line], cwd=tmp_path, env=env,
-                                  capture_output=True, text=True)
-            assert proc.returncode == 0, (f"{block.name}: `{line}` exited {proc.returncode}:\n"
-                                          f"{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
+        # One bash per block, as if pasted into a terminal: variables set by a line reach the next.
+        script = "\n".join(with_budget(c) for c in block.commands)
+        proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c",
+                               "trap 'echo \"failed: $BASH_COMMAND\" >&2' ERR\n" + script],
+                              cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, (f"{block.name} exited {proc.returncode}:\n{script}\n"
+                                      f"{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}")
 
 
 @pytest.mark.slow
