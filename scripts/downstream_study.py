@@ -7,7 +7,8 @@ and evaluate on the val split. The baseline is an untrained model (chance) or, f
 the most frequent training caption. Writes ``OUT/results.json`` and ``OUT/downstream.md``.
 
     python scripts/downstream_study.py --out runs/downstream [--seeds 0,1,2] [--tasks vcmr,video_qa,violin,tvc]
-        [--steps vcmr=600,video_qa=400] [--pretrained 'runs/downstream/pretrain-seed{seed}/model']
+        [--steps vcmr=600,video_qa=400] [--pretrain-steps 2000]
+        [--pretrained 'runs/downstream/pretrain-seed{seed}/model']
 
 ``--steps`` overrides fine-tuning budgets (default: ``STEPS``). ``--pretrained`` reuses pre-trained
 models (one per seed, ``{seed}`` is substituted), e.g. those of an earlier run of this script or of
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(STEPS))
     parser.add_argument("--steps", default="", help="fine-tuning steps per task, e.g. vcmr=600,video_qa=400")
     parser.add_argument("--pretrained", default=None, help="model directory pattern with {seed}")
+    parser.add_argument("--pretrain-steps", type=int, default=None,
+                        help="pre-training steps per seed (default: the quickstart's)")
     args = parser.parse_args()
     steps = dict(STEPS)
     for item in filter(None, args.steps.split(",")):
@@ -48,6 +51,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks = [t for t in args.tasks.split(",") if t]
     budget = Budget(finetune_steps=steps)
+    if args.pretrain_steps is not None:
+        if args.pretrain_steps < 1:
+            parser.error(f"--pretrain-steps must be >= 1, got {args.pretrain_steps}")
+        budget.pretrain_steps = args.pretrain_steps
     out = fresh_dir(args.out)
     t0 = time.perf_counter()
     corpus = build(SynthConfig(seed=0), out / "data", log=lambda *a: None)
