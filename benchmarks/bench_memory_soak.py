@@ -8,7 +8,11 @@ from ``/proc`` the memory of the training process and of its worker processes:
 * ``main_rss``: VmRSS of the training process;
 * ``workers_rss``: VmRSS of the DataLoader workers, summed;
 * ``total_rss``: both summed (counts pages that forked workers share with the parent twice);
-* ``total_pss``: proportional set size of all of them (``smaps_rollup``; shared pages counted once).
+* ``total_pss``: proportional set size of all of them (``smaps_rollup``; shared pages counted once,
+  split among every process of the machine that maps them, so other jobs move it);
+* ``*_anon`` (RssAnon: heap, tensors, Python objects: where a leak shows) and ``main_file``
+  (RssFile: pages of mapped files, mostly the code of libtorch and friends, which grows as new code
+  paths run for the first time and is bounded by the size of those libraries).
 
 After the warm-up (``--warmup-steps``: the allocator, the optimizer state and the first
 checkpoint reach their size) it fits a least-squares line per series and reports its slope in MiB
@@ -33,7 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SERIES = ("main_rss", "workers_rss", "total_rss", "total_pss")
+SERIES = ("main_rss", "main_anon", "main_file", "workers_rss", "workers_anon", "total_rss", "total_anon", "total_pss")
 
 
 def _read_kib(path: str, key: str) -> int | None:
@@ -68,8 +72,10 @@ def memory_of(pid: int) -> dict[str, float] | None:
     main = _read_kib(f"/proc/{pid}/status", "VmRSS")
     if main is None:
         return None
+    main_anon = _read_kib(f"/proc/{pid}/status", "RssAnon") or 0
+    main_file = _read_kib(f"/proc/{pid}/status", "RssFile") or 0
     pss = _read_kib(f"/proc/{pid}/smaps_rollup", "Pss") or 0
-    workers_rss = 0
+    workers_rss = workers_anon = 0
     live = 0
     for k in children(pid):
         rss = _read_kib(f"/proc/{k}/status", "VmRSS")
@@ -77,9 +83,12 @@ def memory_of(pid: int) -> dict[str, float] | None:
             continue  # exited (a zombie has no VmRSS line)
         live += 1
         workers_rss += rss
+        workers_anon += _read_kib(f"/proc/{k}/status", "RssAnon") or 0
         pss += _read_kib(f"/proc/{k}/smaps_rollup", "Pss") or 0
-    return {"main_rss": main / 1024, "workers_rss": workers_rss / 1024,
-            "total_rss": (main + workers_rss) / 1024, "total_pss": pss / 1024, "workers": live}
+    return {"main_rss": main / 1024, "main_anon": main_anon / 1024, "main_file": main_file / 1024,
+            "workers_rss": workers_rss / 1024, "workers_anon": workers_anon / 1024,
+            "total_rss": (main + workers_rss) / 1024, "total_anon": (main_anon + workers_anon) / 1024,
+            "total_pss": pss / 1024, "workers": live}
 
 
 def slope_per_1k(xs: list[float], ys: list[float]) -> float:
@@ -178,7 +187,8 @@ def run(args: argparse.Namespace) -> dict:
         "config": {"preset": args.preset, "steps": args.steps, "workers": args.workers,
                    "batch_size": args.batch_size, "videos": args.videos, "sample_every": args.sample_every,
                    "warmup_steps": args.warmup_steps, "threads": args.threads},
-        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "OMP_", "LD_PRELOAD"))},
+        "env": {k: v for k, v in sorted(os.environ.items())
+                if k.startswith(("MALLOC_", "OMP_", "ONEDNN_", "DNNL_", "LD_PRELOAD"))},
         "wall_s": round(wall, 1),
         "steps_per_s": round(args.steps / wall, 2),
         "summary": summarise(samples, args.warmup_steps),
