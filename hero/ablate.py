@@ -118,7 +118,7 @@ def run(out_dir: str | Path = "runs/ablate", seeds: Sequence[int] = (0, 1, 2), b
     from hero.data.synth import SynthConfig, build
 
     budget = budget or Budget()
-    out = fresh_dir(Path(out_dir))
+    out = fresh_dir(Path(out_dir), "ablate")
     t0 = time.perf_counter()
     cfg = SynthConfig(seed=0)  # one corpus; seeds vary initialisation, masking and batch order
     corpus = build(cfg, out / "data", log=lambda *a: None)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hero.io import write_json_atomic
+from hero.io import claim_output_dir, write_json_atomic
 from hero.train.config import ModelSpec, OptimConfig, TrainConfig
 
 
@@ -77,12 +76,13 @@ def _train(steps: int, batch: int, seed: int, threads: int, save_every: int | No
                        device="cpu", threads=threads, save_every=save_every or steps, keep_last=1, progress=False)
 
 
-def fresh_dir(path: Path) -> Path:
-    """An empty run directory (our own earlier output there is removed: runs never mix)."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
+def fresh_dir(path: Path, command: str = "experiment") -> Path:
+    """An empty output directory of ``command`` (see `hero.io.claim_output_dir`).
+
+    Runs never mix: an earlier output of the same command there (it carries hero's marker file) is
+    removed. Any other non-empty directory is refused with a `HeroError`, never deleted.
+    """
+    return claim_output_dir(path, command)
 
 
 def pretrain(run_dir: Path, corpus: Path, budget: Budget, *, mix: dict[str, float], seed: int = 0,

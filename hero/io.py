@@ -15,6 +15,7 @@ A leaf module: it imports only the standard library and `hero.errors`, so anythi
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -39,10 +40,10 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, mkdir: bool = True,
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with writing(path), open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()  # a full disk shows here, inside `writing`, not at close
             if fsync:
-                f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -187,3 +188,204 @@ def iter_jsonl(path: str | os.PathLike, *, objects: bool = True) -> Iterator[tup
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Every record of a JSONL file, in order (see `iter_jsonl` for the format and the errors)."""
     return [record for _, record in iter_jsonl(path)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs: a full disk, the umask, and what a command may replace
+# ---------------------------------------------------------------------------------------------
+
+# errno -> the words of the error; any other write error keeps its own message.
+_DISK_FULL = {28: "no space left on device", 122: "disk quota exceeded", 27: "file too large"}  # ENOSPC, EDQUOT, EFBIG
+
+
+def disk_full_reason(err: BaseException) -> str | None:
+    """Why ``err`` is a full disk (``"no space left on device"``, ...), or None when it is not one.
+
+    Besides an `OSError` with errno ENOSPC, EDQUOT or EFBIG, this recognises the libraries that
+    report the C error as text (safetensors' ``SafetensorError``, FAISS' ``RuntimeError``, LMDB's
+    ``lmdb.Error``), by the system's wording of those errors, anywhere in the exception chain.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            return _DISK_FULL[err.errno]
+        text = str(err)
+        for code, reason in _DISK_FULL.items():
+            if os.strerror(code) in text:
+                return reason
+        err = err.__cause__ or err.__context__
+    return None
+
+
+class DiskFullError(HeroError):
+    """Writing an output failed because the file system is full (or the quota or file-size limit is hit)."""
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a full disk met inside the block into one `DiskFullError` naming ``path`` (the output).
+
+    Every writer of the package runs its writes inside this block and removes its temporary files
+    on the way out (it sees the `DiskFullError` like any other exception), so the user gets
+    ``no space left writing <path> (...)`` and no half-written output. Other errors pass unchanged.
+    """
+    try:
+        yield
+    except HeroError:
+        raise
+    except Exception as err:
+        reason = disk_full_reason(err)
+        if reason is None:
+            raise
+        raise disk_full(path, reason) from None
+
+
+def disk_full(path: str | os.PathLike, reason: str = "no space left on device") -> DiskFullError:
+    """The one message of a full disk met while writing ``path``."""
+    return DiskFullError(f"no space left writing {path} ({reason}); nothing was written: "
+                         "free some space (or choose another output path) and run the command again")
+
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where it can be, so that it is never changed even briefly)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike, recursive: bool = False) -> None:
+    """Give ``path`` (and with ``recursive`` everything under it) the mode a plain ``open``/``mkdir``
+    would have given it under the current umask.
+
+    `tempfile.mkdtemp` and safetensors create private (0700/0600) entries; an output renamed from
+    such a temporary gets ``0o666 & ~umask`` (files) or ``0o777 & ~umask`` (directories) first.
+    Symbolic links are left alone.
+    """
+    path = Path(path)
+    mask = current_umask()
+    paths = [path, *path.rglob("*")] if recursive and path.is_dir() else [path]
+    for p in paths:
+        if p.is_symlink():
+            continue
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+OUTPUT_MARKER = ".hero-output"
+"""The file a command that owns a whole output directory (``hero quickstart --out``, ``hero ablate
+--out``) writes into it on creation: its next run may replace that directory, and no other."""
+
+# Files that say what kind of hero output a directory is: their JSON "format" field.
+_KIND_FILES = ("corpus.json", "meta.json", "config.json")
+
+
+def output_kind(directory: str | os.PathLike) -> str | None:
+    """What kind of hero output ``directory`` is, or None when it is not recognisably one.
+
+    ``"hero-output:<command>"`` for a directory carrying `OUTPUT_MARKER`; else the ``format`` of its
+    ``corpus.json``/``meta.json``/``config.json`` (``"hero-corpus"``, ``"hero-video-store"``,
+    ``"hero"`` for a saved model, ``"hero-index"``, ...); ``"hero-tokenizer"`` for a tokenizer
+    directory written by `hero.data.tokenizer.Tokenizer.save`.
+    """
+    directory = Path(directory)
+    marker = _json_object(directory / OUTPUT_MARKER)
+    if marker is not None and marker.get("format") == "hero-output" and isinstance(marker.get("command"), str):
+        return f"hero-output:{marker['command']}"
+    for name in _KIND_FILES:
+        meta = _json_object(directory / name)
+        if meta is not None and isinstance(meta.get("format"), str) and meta["format"].startswith("hero"):
+            return meta["format"]
+    if (directory / "hero_tokenizer.json").is_file():
+        return "hero-tokenizer"
+    return None
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return None
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def check_replaceable(target: str | os.PathLike, *, kind: str | None = None, like: str | os.PathLike | None = None,
+                      how: str = "move it away or choose another output path") -> None:
+    """Raise `HeroError` unless replacing ``target`` can only destroy what hero itself wrote.
+
+    ``target`` may be replaced when it does not exist, is an empty directory, or is a hero output of
+    the same kind: ``kind`` (see `output_kind`), or the kind of ``like``, the finished new output
+    that is about to take its place. An LMDB store in the reference layout (no kind file) counts as
+    the same kind when it holds nothing but ``data.mdb``/``lock.mdb`` and files ``like`` has too.
+    Anything else (a file, a directory of user files, another kind of output) is refused.
+    """
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    if not target.is_dir():
+        raise HeroError(f"{target}: exists and is not a directory; not replaced ({how})")
+    try:
+        names = {p.name for p in target.iterdir()}
+    except OSError as err:
+        raise HeroError(f"{target}: cannot list it ({err.strerror or err}); not replaced") from None
+    if not names:
+        return
+    if like is not None and kind is None:
+        kind = output_kind(like)
+    found = output_kind(target)
+    if found is not None and found == kind:
+        return
+    if found is None and like is not None and "data.mdb" in names:
+        new_names = {p.name for p in Path(like).iterdir()}
+        if names <= new_names | {"lock.mdb"}:
+            return
+    what = f"a {found} output, not {kind}" if found and kind else "not an output of this kind written by hero"
+    raise HeroError(f"{target}: not replaced: it is {what} ({how})")
+
+
+def claim_output_dir(path: str | os.PathLike, command: str, option: str = "--out") -> Path:
+    """An empty directory ``path`` that belongs to ``command``, marked with `OUTPUT_MARKER`.
+
+    A missing or empty directory is created and marked. A directory that an earlier run of the
+    same command marked is emptied (its marker stays, so an interrupted clean-up can be resumed).
+    Any other non-empty directory, or a file, is refused with a `HeroError`: nothing the program
+    did not create is ever deleted.
+    """
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise HeroError(f"{path}: exists and is not a directory; choose another {option}")
+    if path.is_dir():
+        try:
+            entries = list(path.iterdir())
+        except OSError as err:
+            raise HeroError(f"{path}: cannot list it ({err.strerror or err})") from None
+        if entries and output_kind(path) != f"hero-output:{command}":
+            raise HeroError(f"{path}: not empty and not an earlier output of hero {command} (no {OUTPUT_MARKER} "
+                            f"marker); choose another {option}, or empty or remove it yourself")
+        import shutil
+
+        for entry in entries:
+            if entry.name == OUTPUT_MARKER:
+                continue
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError as err:
+                raise HeroError(f"{entry}: cannot remove the earlier output ({err.strerror or err})") from None
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path / OUTPUT_MARKER, {
+            "format": "hero-output", "command": command,
+            "note": f"written by `hero {command}`: its next run with {option} {path.name} replaces this directory"},
+            indent=2)
+    return path

@@ -87,11 +87,12 @@ Time: {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}.
 
 def run(out_dir: str | Path = "runs/quickstart", budget: Budget | None = None, seed: int = 0,
         tasks: Sequence[str] = TASKS, log: Callable[..., None] = print) -> dict[str, Any]:
-    """Run the quickstart into ``out_dir`` (its previous content is replaced); returns results.json."""
+    """Run the quickstart into ``out_dir`` (an earlier quickstart output there is replaced; any other
+    non-empty directory is refused, see `hero.io.claim_output_dir`); returns results.json."""
     from hero.data.synth import SynthConfig, build
 
     budget = budget or Budget()
-    out = fresh_dir(Path(out_dir))
+    out = fresh_dir(Path(out_dir), "quickstart")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 

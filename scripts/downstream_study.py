@@ -55,7 +55,7 @@ def main() -> None:
         if args.pretrain_steps < 1:
             parser.error(f"--pretrain-steps must be >= 1, got {args.pretrain_steps}")
         budget.pretrain_steps = args.pretrain_steps
-    out = fresh_dir(args.out)
+    out = fresh_dir(args.out, "downstream-study")
     t0 = time.perf_counter()
     corpus = build(SynthConfig(seed=0), out / "data", log=lambda *a: None)
     if args.pretrained:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/ablate"), help="run folder (replaced)")
+    p.add_argument("--out", type=Path, default=Path("runs/ablate"),
+                   help="run folder: created, or replaced when an earlier `hero ablate` made it; "
+                   "any other non-empty folder is refused")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--tables", default="1,2", help="which tables: 1 (pre-training tasks), 2 (model design)")
     p.add_argument("--pretrain-steps", type=int, default=None)

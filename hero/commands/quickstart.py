@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run folder (replaced)")
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"),
+                   help="run folder: created, or replaced when an earlier `hero quickstart` made it; "
+                   "any other non-empty folder is refused")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps (default: the quickstart's)")
     p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of every task")

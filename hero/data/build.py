@@ -58,6 +58,7 @@ from hero.data.stores import (
     write_json,
 )
 from hero.errors import HeroError
+from hero.io import check_replaceable, writing
 
 CORPUS_FORMAT = "hero-corpus"
 DEFAULT_MAX_FRAMES = 100
@@ -430,7 +431,17 @@ def build_corpus(
                          problems=problems, source=source, overwrite=overwrite, dtype=dtype, log=log)
 
 
-def _write_corpus(out_dir: Path, *, name: str, frame_interval: float, videos: Iterable[tuple[str, Any]],
+def _write_corpus(out_dir: Path, *, overwrite: bool, **kwargs: Any) -> Path:
+    """`_write_corpus_into`, refusing early to replace anything but a corpus, and with a full disk
+    reported as one error naming ``out_dir`` (the temporary directory is removed either way)."""
+    if overwrite:
+        check_replaceable(out_dir, kind=CORPUS_FORMAT, how="--overwrite replaces only an earlier corpus; "
+                          "move it away or choose another --out")
+    with writing(out_dir):
+        return _write_corpus_into(out_dir, overwrite=overwrite, **kwargs)
+
+
+def _write_corpus_into(out_dir: Path, *, name: str, frame_interval: float, videos: Iterable[tuple[str, Any]],
                   make_record: Any, leftovers: Any, annotations: Mapping[str, Mapping[str, Sequence[dict]]] | None,
                   tok_info: dict[str, Any], tokenizer_to_save: Any, feature_names: Any, limit: int,
                   problems: Problems, source: dict[str, Any], overwrite: bool, dtype: str, log: Any,

@@ -36,7 +36,7 @@ import msgpack
 import numpy as np
 
 from hero.errors import HeroError
-from hero.io import write_json_atomic
+from hero.io import check_replaceable, disk_full, honour_umask, write_json_atomic, writing
 
 VIDEO_FORMAT = "hero-video-store"
 SUBTITLE_FORMAT = "hero-subtitle-store"
@@ -595,10 +595,16 @@ def temp_sibling(path: Path, tag: str = "tmp") -> Path:
 
 
 def replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` directory to ``final`` (replacing it when ``overwrite``)."""
+    """Move the finished ``tmp`` directory to ``final`` (replacing it when ``overwrite``).
+
+    Only an empty directory or an earlier hero output of the same kind as ``tmp`` is replaced
+    (`hero.io.check_replaceable`): ``--overwrite`` never deletes a directory of other files.
+    """
     if final.exists():
         if not overwrite:
             raise HeroError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
+        check_replaceable(final, like=tmp, how="--overwrite replaces only an earlier output of the same kind; "
+                          "move it away or choose another output path")
         old = temp_sibling(final, "old")
         final.rename(old)
         tmp.rename(final)
@@ -652,24 +658,31 @@ class LmdbWriter:
     def flush(self) -> None:
         while self._pending:
             try:
-                with self.env.begin(write=True) as txn:
+                with writing(self.path), self.env.begin(write=True) as txn:
                     for k, v in self._pending:
                         txn.put(k, v)
                 self._pending, self._pending_bytes = [], 0
             except lmdb.MapFullError:
                 self.map_size *= 2
                 self.env.set_mapsize(self.map_size)
+            except lmdb.Error as err:
+                # LMDB reports a write that ran out of space as a short write (EIO): say what it was
+                if shutil.disk_usage(self.tmp).free < self._pending_bytes + (1 << 20):
+                    raise disk_full(self.path) from err
+                raise
 
     def finish(self, side_files: dict[str, Any]) -> None:
         """Commit, write the JSON side files, close and rename into place."""
         self.flush()
-        self.env.sync(True)
+        with writing(self.path):
+            self.env.sync(True)
         self.env.close()
         lock = self.tmp / "lock.mdb"
         if lock.exists():
             lock.unlink()  # readers open with lock=False; a stale lock file is just noise
         for name, data in side_files.items():
             write_json(self.tmp / name, data)
+        honour_umask(self.tmp, recursive=True)  # py-lmdb creates data.mdb with mode 0o755 (& ~umask)
         replace_dir(self.tmp, self.path, self.overwrite)
 
     def abort(self) -> None:
@@ -760,7 +773,7 @@ class VideoStoreWriter:
         try:
             self._writer.finish({"meta.json": meta.to_json(), "nframes.json": self.nframes})
         except BaseException:
-            shutil.rmtree(self._writer.tmp, ignore_errors=True)
+            self._writer.abort()  # closes the LMDB too: its open file pins the temporary's space
             raise
 
 
@@ -812,7 +825,7 @@ class SubtitleStoreWriter:
         try:
             self._writer.finish({"meta.json": meta})
         except BaseException:
-            shutil.rmtree(self._writer.tmp, ignore_errors=True)
+            self._writer.abort()  # closes the LMDB too: its open file pins the temporary's space
             raise
 
 

@@ -112,21 +112,34 @@ class PretrainedMixin:
 
 
 def _write_atomic_dir(directory: Path, write) -> None:
+    """``write(tmp)`` into a temporary sibling, then rename it to ``directory``.
+
+    An existing ``directory`` is replaced only when it is empty or a saved model
+    (`hero.io.check_replaceable`), checked before writing and again before the rename; a full
+    disk is one `hero.io.DiskFullError` naming ``directory``; the temporary is removed on failure.
+    """
+    from hero.io import check_replaceable, honour_umask, writing
+
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        write(tmp)
-        backup = None
-        if directory.exists():
-            backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            directory.rename(backup)
-        tmp.rename(directory)
-        if backup is not None:
-            shutil.rmtree(backup)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    how = "only a saved model is replaced; move it away or choose another output path"
+    check_replaceable(directory, kind=FORMAT_NAME, how=how)
+    with writing(directory):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            write(tmp)
+            honour_umask(tmp, recursive=True)  # mkdtemp and safetensors make private entries
+            check_replaceable(directory, like=tmp, how=how)
+            backup = None
+            if directory.exists():
+                backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+                directory.rename(backup)
+            tmp.rename(directory)
+            if backup is not None:
+                shutil.rmtree(backup)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def write_model_files(model: nn.Module, directory: str | os.PathLike,

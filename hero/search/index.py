@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from hero.errors import HeroError
+from hero.io import check_replaceable, honour_umask, writing
 from hero.search.rank import (
     build_faiss_index,
     exact_video_scores,
@@ -76,6 +77,9 @@ class Moment:
 # ---------------------------------------------------------------------------------------------
 
 
+_REPLACE_HOW = "--overwrite replaces only an earlier index; move it away or choose another --out"
+
+
 class IndexWriter:
     """Writes an index directory from frame embeddings, video by video, in bounded memory.
 
@@ -88,6 +92,7 @@ class IndexWriter:
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not overwrite:
             raise HeroError(f"{self.out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+        check_replaceable(self.out_dir, kind=FORMAT, how=_REPLACE_HOW)
         if dtype not in ("float16", "float32"):
             raise HeroError(f"index dtype must be float16 or float32, got {dtype!r}")
         self.dim, self.dtype = int(dim), dtype
@@ -112,14 +117,25 @@ class IndexWriter:
             raise HeroError(f"index: video {vid!r} has frames of shape {frames.shape}, expected (n >= 1, {self.dim})")
         if not np.isfinite(frames).all():
             raise HeroError(f"index: video {vid!r} has non-finite frame embeddings")
-        self._raw.write(np.ascontiguousarray(frames, dtype=self.dtype).tobytes())
+        with writing(self.out_dir):
+            self._raw.write(np.ascontiguousarray(frames, dtype=self.dtype).tobytes())
         self.vids.append(vid)
         self.lengths.append(int(frames.shape[0]))
 
     def finish(self, frame_interval: float, kind: str = "flat", nlist: int | None = None, hnsw_m: int = 32,
                tokenizer: Any = None, extra_meta: dict[str, Any] | None = None, log=print) -> Path:
         """Write ``frames.npy``, ``offsets.npy``, ``vids.json``, ``faiss.index``, ``tokenizer/`` and
-        ``meta.json``; rename into place."""
+        ``meta.json``; rename into place. On any failure the temporary directory is removed and a
+        previous index at ``out_dir`` is left as it was (a full disk: one `DiskFullError`)."""
+        try:
+            with writing(self.out_dir):
+                return self._finish(frame_interval, kind, nlist, hnsw_m, tokenizer, extra_meta, log)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _finish(self, frame_interval: float, kind: str, nlist: int | None, hnsw_m: int, tokenizer: Any,
+                extra_meta: dict[str, Any] | None, log) -> Path:
         import faiss
 
         self._raw.close()
@@ -130,10 +146,16 @@ class IndexWriter:
         tmp, d = self.tmp, self.dim
         offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
         total = int(offsets[-1])
-        frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=self.dtype, shape=(total, d))
-        frames[:] = np.memmap(tmp / "frames.raw", dtype=self.dtype, mode="r", shape=(total, d))
-        frames.flush()
+        # Written with write() calls, not through a writable memmap: on a full tmpfs a store into a
+        # mapped page that cannot be allocated is a SIGBUS, where write() reports ENOSPC.
+        with open(tmp / "frames.npy", "wb") as out, open(tmp / "frames.raw", "rb") as raw:
+            np.lib.format.write_array_header_1_0(
+                out, {"descr": np.lib.format.dtype_to_descr(np.dtype(self.dtype)), "fortran_order": False,
+                      "shape": (total, d)})
+            shutil.copyfileobj(raw, out, 1 << 24)
+            out.flush()
         (tmp / "frames.raw").unlink()
+        frames = np.load(tmp / "frames.npy", mmap_mode="r")
         np.save(tmp / "offsets.npy", offsets)
         (tmp / "vids.json").write_text(json.dumps(self.vids))
         index = _faiss_from_frames(frames, kind, nlist, hnsw_m, log)
@@ -150,8 +172,9 @@ class IndexWriter:
             **(extra_meta or {}),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.chmod(0o755)
+        honour_umask(tmp, recursive=True)  # mkdtemp made it private
         if self.out_dir.exists():
+            check_replaceable(self.out_dir, like=tmp, how=_REPLACE_HOW)
             shutil.rmtree(self.out_dir)
         release_temp_dir(tmp)
         tmp.rename(self.out_dir)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,15 @@ import torch
 from torch import nn
 
 from hero.errors import HeroError
-from hero.io import write_text_atomic
+from hero.io import honour_umask, write_text_atomic, writing
 from hero.model.checkpoint import read_safetensors, write_model_files
 
 FORMAT = "hero-train-state"
 FORMAT_VERSION = 1
 LATEST = "latest"
+# Names this module gives the entries of RUN/checkpoints (nothing else there is ever removed).
+_STEP_DIR = re.compile(r"step-\d{8}")
+_STEP_TMP = re.compile(r"\.step-\d{8}\.tmp-\d+")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -84,10 +88,21 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     from safetensors.torch import save_file
 
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / step_name(step)
+    with writing(final):
+        root.mkdir(parents=True, exist_ok=True)
+        _write_checkpoint(root, final, step, model, optimizer, scaler_state, rng_states, extra, save_file)
+        write_text_atomic(root / LATEST, final.name + "\n", mkdir=False, fsync=True)
+    prune(root, keep_last)
+    return final
+
+
+def _write_checkpoint(root: Path, final: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      scaler_state: dict | None, rng_states: list[dict[str, torch.Tensor]],
+                      extra: dict[str, Any] | None, save_file: Any) -> None:
+    """Write the checkpoint into a temporary sibling of ``final`` and rename it into place."""
     tmp = root / f".{step_name(step)}.tmp-{os.getpid()}"
-    if tmp.exists():
+    if tmp.exists():  # a dead run of the same pid left it (our own name, see `_STEP_TMP`)
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
@@ -100,29 +115,35 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
                  "world_size": len(rng_states), "param_groups": groups, "scaler": scaler_state,
                  **(extra or {})}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+        honour_umask(tmp, recursive=True)  # safetensors writes private (0600) files
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)
         if final.exists():  # a previous run died after renaming but before moving `latest`
+            if not (final / "trainer_state.json").is_file():
+                raise HeroError(f"{final}: exists and is not a checkpoint of this run; move it away to continue")
             shutil.rmtree(final)
         tmp.rename(final)
         _fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_text_atomic(root / LATEST, final.name + "\n", mkdir=False, fsync=True)
-    prune(root, keep_last)
-    return final
 
 
 def prune(root: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` complete checkpoints and stale temporary dirs."""
-    done = sorted(p for p in root.glob("step-*") if p.is_dir())
+    """Delete all but the newest ``keep_last`` complete checkpoints and stale temporary dirs.
+
+    Only entries named as this module names them (``step-NNNNNNNN`` holding ``trainer_state.json``,
+    ``.step-NNNNNNNN.tmp-PID``) are candidates: a user's ``step-best`` copy is left alone.
+    """
+    done = sorted(p for p in root.iterdir() if _STEP_DIR.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
+                  and (p / "trainer_state.json").is_file())
     for old in done[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".step-*.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.iterdir():
+        if _STEP_TMP.fullmatch(stale.name) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
