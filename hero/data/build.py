@@ -347,12 +347,11 @@ def _annotation_where(dataset: str, split: str, i: int, record: Any) -> str:
 
 
 def _hero_version() -> str:
-    try:
-        from importlib.metadata import version
+    # the package's own version, not the installed distribution's metadata: the distribution is
+    # named hero-vl, and an unrelated `hero` distribution may be installed beside it
+    from hero import __version__
 
-        return version("hero")
-    except Exception:  # noqa: BLE001 - not installed: source checkout
-        return "unknown"
+    return __version__
 
 
 def build_corpus(
