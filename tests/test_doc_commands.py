@@ -3,20 +3,21 @@
 A fenced ```bash / ```sh / ```console block is run (``\\`` continuations joined, comment lines
 dropped, ``$ `` prompts of console blocks stripped, their output lines ignored) as one bash script
 (``-e -o pipefail``: variables set by a line reach the next), in a fresh directory per document
-holding only links to the checkout's ``configs/``, ``scripts/`` and ``tests/`` (what commands name
-by relative path). Blocks of one document share that directory, in order, so a walk-through builds
-on its own earlier steps. ``hero`` and ``python`` are the test's virtual environment;
-``HF_HUB_OFFLINE=1``.
+holding only links to the checkout's ``configs/``, ``scripts/``, ``tests/`` and ``benchmarks/``
+(what commands name by relative path). Blocks of one document share that directory, in order, so
+a walk-through builds on its own earlier steps. ``hero`` and ``python`` are the test's virtual
+environment; ``HF_HUB_OFFLINE=1``.
 
 Budgets: a line that starts a training job gets its documented budget options appended (`TINY`),
 so a 2,000-step pre-training runs 2 steps. Nothing else is changed: no environment variable alters
 what a command does.
 
-A block that cannot run here (released data or weights, GPUs, several nodes, the install itself)
-carries ``<!-- not run: REASON -->`` on the line right above it. Its lines are still checked: every
+A block that cannot run here (released data or weights, GPUs, several nodes, the install itself,
+or a long multi-seed study whose one-seed form runs in the next block) carries
+``<!-- not run: REASON -->`` on the line right above it. Its lines are still checked: every
 ``hero ...`` (also after ``torchrun ... -m hero``) must parse with the real CLI parser, every
-``configs/...``, ``scripts/...`` and ``tests/...`` path it names must exist, and ``make TARGET`` must be a target
-of the Makefile (``make -n``).
+``configs/``, ``scripts/``, ``tests/`` or ``benchmarks/`` path it names must exist, and
+``make TARGET`` must be a target of the Makefile (``make -n``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELLS = {"bash", "sh", "console", "shell"}
 MARKER = re.compile(r"^\s*<!--\s*not run:(?P<reason>.*?)-->\s*$")
-LINKED = ("configs", "scripts", "tests")
+LINKED = ("configs", "scripts", "tests", "benchmarks")
 
 # Documented budget options appended to the commands that train (first words -> extra arguments).
 TINY: list[tuple[tuple[str, ...], list[str]]] = [
