@@ -90,7 +90,7 @@ def run_dtype(dtype_name: str, num_clips: int, steps: int, profile: bool) -> dic
     def step(name: str) -> None:
         optim.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype_name == "bf16"):
-            loss = model(objectives[name], batches[name])["loss"]
+            loss = objectives[name](model, batches[name])["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()

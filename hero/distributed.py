@@ -81,14 +81,3 @@ class _AllGather(torch.autograd.Function):
         total = torch.stack(grads).contiguous()
         dist.all_reduce(total)
         return total[dist.get_rank()]
-
-
-def all_reduce_sum(value: float | Tensor) -> float:
-    """Sum a number over ranks (no gradient)."""
-    if not is_distributed():
-        return float(value)
-    t = torch.as_tensor(float(value), dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return float(t)

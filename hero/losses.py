@@ -125,9 +125,3 @@ def span_cross_entropy(st_logits: Tensor, ed_logits: Tensor, targets: Tensor) ->
     ce_st = F.cross_entropy(st_logits.float(), targets[:, 0], ignore_index=-1, reduction="none")
     ce_ed = F.cross_entropy(ed_logits.float(), targets[:, 1], ignore_index=-1, reduction="none")
     return ce_st, ce_ed
-
-
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` where ``mask``; 0 (still in the graph) when nothing is selected."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)

@@ -94,7 +94,7 @@ def test_baselines_pretrain_with_the_shared_objectives(backbone, objectives):
     for name in objectives:
         objective = made[name]
         batch = objective.collate(clips, torch.Generator().manual_seed(1))
-        out = model(objective, batch)
+        out = objective(model, batch)
         assert torch.isfinite(out["loss"]), name
         model.zero_grad()
         out["loss"].backward()

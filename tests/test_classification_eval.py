@@ -81,9 +81,9 @@ def test_unreadable_files_are_named(tmp_path):
     gt = write_jsonl(tmp_path / "gt.jsonl", QA_GT)
     pred = tmp_path / "preds.json"
     pred.write_text('{"1": 0,')
-    with pytest.raises(HeroError, match=r"preds\.json: not valid JSON \(line 1"):
+    with pytest.raises(HeroError, match=r"preds\.json:1: invalid JSON \(the file ends before"):
         evaluate_qa_files(pred, gt)
-    with pytest.raises(HeroError, match=r"missing\.json: cannot read"):
+    with pytest.raises(HeroError, match=r"missing\.json: no such file"):
         evaluate_qa_files(tmp_path / "missing.json", gt)
     pred.write_text(json.dumps({"1": 0}))
     bad = tmp_path / "bad.jsonl"

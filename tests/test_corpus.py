@@ -180,5 +180,5 @@ def test_pretraining_batch_end_to_end(corpus_dir):
         batches = PretrainBatches([(corpus, vids)], {name: objective}, Mix({name: 1.0}), batch_size=4, seed=1)
         meta, batch = batches[0]
         assert meta["objective"] == name
-        out = model(objective, batch)
+        out = objective(model, batch)
         assert torch.isfinite(out["loss"]), name

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from hero.losses import (
     hard_negative_weights,
     l2_regression_loss,
-    masked_mean,
     nce_loss,
     ranking_terms,
     span_cross_entropy,
@@ -92,7 +91,3 @@ def test_span_cross_entropy_ignores_missing_targets():
     ce_st, ce_ed = span_cross_entropy(st, ed, targets)
     assert ce_st[1] == 0 and ce_ed[1] == 0
     torch.testing.assert_close(ce_st[0], F.cross_entropy(st[:1], targets[:1, 0]))
-
-
-def test_masked_mean_empty_is_zero():
-    assert masked_mean(torch.ones(3), torch.zeros(3, dtype=torch.bool)).item() == 0.0

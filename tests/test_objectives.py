@@ -193,7 +193,7 @@ def test_each_objective_trains_its_heads(name, tiny_config, tiny_tokens, tiny_cl
         "vsm": VsmObjective(tokens=tiny_tokens),
     }[name]
     batch = objective.collate(tiny_clips, gen(7), **({"use_span": True} if name == "vsm" else {}))
-    out = model(objective, batch)
+    out = objective(model, batch)
     assert torch.isfinite(out["loss"]) and out["loss"].item() > 0
     out["loss"].backward()
     own_head = {"mlm": "mlm_head", "mfm-nce": "mfm_head", "mffr": "mfm_head", "fom": "fom_head",

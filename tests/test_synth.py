@@ -289,7 +289,7 @@ def test_pretraining_batch_end_to_end(corpus):
     for name, (cfg_cls, obj_cls) in OBJECTIVES.items():
         objective = obj_cls(cfg_cls(), corpus.tokens)
         batch = objective.collate(clips, torch.Generator().manual_seed(0))
-        out = model(objective, batch)
+        out = objective(model, batch)
         assert torch.isfinite(out["loss"]), name
         model.zero_grad()
         out["loss"].backward()

@@ -26,7 +26,7 @@ from typing import Any
 
 from hero.errors import HeroError
 from hero.eval.formats import annotation_kind, non_finite, prediction_kind
-from hero.io import iter_jsonl, write_json_atomic
+from hero.io import iter_jsonl, json_problem, read_text, write_json_atomic
 
 Where = Callable[[int], str]
 
@@ -229,14 +229,13 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
     """A prediction file: one JSON object ``{qid: prediction}``; a qid given twice is an error
     (plain JSON parsing would keep the last one silently)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise HeroError(f"{path}: cannot read the prediction file ({err.strerror or err})") from None
+    text = read_text(path)
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as err:
-        raise HeroError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        raise HeroError(f"{path}:{err.lineno}: invalid JSON ({json_problem(err, text, 'file')})") from None
+    except RecursionError:
+        raise HeroError(f"{path}: invalid JSON (nested too deeply)") from None
     except _DuplicateKey as dup:
         raise HeroError(f"{path}: key {dup.args[0]!r} appears twice (which prediction counts is ambiguous)") from None
     if not isinstance(data, dict):

@@ -23,8 +23,6 @@ same query); otherwise the sets must be equal, as the official ``match_number`` 
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,7 +34,7 @@ import numpy as np
 
 from hero.errors import HeroError
 from hero.eval.formats import annotation_kind, prediction_kind
-from hero.io import iter_jsonl, write_json_atomic
+from hero.io import iter_jsonl, read_json, write_json_atomic
 
 TASK_TYPES = ("VCMR", "SVMR", "VR")
 DESC_TYPES = ("v", "t", "vt")
@@ -155,12 +153,7 @@ def load_submission(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise HeroError(f"{path}: no such file")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            sub = json.load(f)
-    except json.JSONDecodeError as err:
-        raise HeroError(f"{path}: invalid JSON at line {err.lineno} ({err.msg})") from None
+    sub = read_json(path)  # .gz read transparently; bad bytes, bad JSON or a cut gzip name the file
     kind = prediction_kind(sub)
     if kind not in (None, "retrieval"):
         raise HeroError(f"{path}: this looks like a {kind} prediction file, not a retrieval submission "

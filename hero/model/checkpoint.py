@@ -179,15 +179,22 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike,
     return directory
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file whose top level must be an object; anything else is a `CheckpointError` naming it."""
+    from hero.io import read_json
+
+    try:
+        return read_json(path, expect=dict)
+    except HeroError as err:
+        raise CheckpointError(str(err)) from None
+
+
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``config.json`` of a saved model."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a HERO checkpoint directory (no {CONFIG_FILE})")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: invalid JSON ({err})") from None
+    meta = _read_json_object(path)
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: 'format' is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
     if meta.get("format_version", 0) > FORMAT_VERSION:
@@ -537,14 +544,21 @@ def reference_config_for(path: str | os.PathLike, state: dict[str, Any], num_att
                          vocab_size: int | None) -> HeroConfig:
     """Config of a reference checkpoint: shapes, refined by ``../log/model_config.json`` if present
     (the reference writes it next to ``ckpt/``)."""
-    config = infer_reference_config(state, num_attention_heads, vocab_size, source=str(path))
     model_json = Path(path).resolve().parent.parent / "log" / "model_config.json"
+    f_cfg: dict[str, Any] = {}
     if model_json.is_file() and num_attention_heads is None:
-        f_cfg = json.loads(model_json.read_text()).get("f_config", {})
-        if "num_attention_heads" in f_cfg:
-            config.num_attention_heads = int(f_cfg["num_attention_heads"])
-        if vocab_size is None and int(f_cfg.get("vocab_size", 0)) and f_cfg["vocab_size"] <= config.vocab_size_padded:
-            config.vocab_size = int(f_cfg["vocab_size"])
+        f_cfg = _read_json_object(model_json).get("f_config", {})
+        if not isinstance(f_cfg, dict):
+            raise CheckpointError(f"{model_json}: 'f_config' must be a JSON object")
+        for key in ("num_attention_heads", "vocab_size"):
+            if key in f_cfg and (not isinstance(f_cfg[key], int) or isinstance(f_cfg[key], bool) or f_cfg[key] < 0):
+                raise CheckpointError(f"{model_json}: f_config.{key} must be a non-negative integer, "
+                                      f"got {f_cfg[key]!r}")
+    config = infer_reference_config(state, num_attention_heads, vocab_size, source=str(path))
+    if "num_attention_heads" in f_cfg:
+        config.num_attention_heads = f_cfg["num_attention_heads"]
+    if vocab_size is None and f_cfg.get("vocab_size", 0) and f_cfg["vocab_size"] <= config.vocab_size_padded:
+        config.vocab_size = f_cfg["vocab_size"]
     config.__post_init__()
     return config
 
@@ -571,7 +585,7 @@ def read_hf_checkpoint(name_or_path: str | os.PathLike) -> tuple[dict[str, Tenso
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path}: no config.json")
-    config = json.loads(config_file.read_text())
+    config = _read_json_object(config_file)
     state: dict[str, Tensor] = {}
     shards = sorted(path.glob("*.safetensors"))
     if shards:

@@ -2,14 +2,13 @@
 
 Heads are composed, not inherited: ``model.hero`` is the `Hero` backbone, ``model.mlm_head``,
 ``model.mfm_head``, ``model.fom_head`` and ``model.vsm_head`` the heads. The objectives
-(`hero.objectives`) call them; the model has no task switch. ``forward(objective, batch)`` just
-runs ``objective(model, batch)``, so DDP can wrap the model whatever objective a step uses.
+(`hero.objectives`) call them: a step is ``objective(model, batch)``, and the model has no task
+switch and no ``forward`` of its own. The training engine (`hero.train.engine`) wraps the model in
+its own runner module, whose ``forward(fn, ...)`` calls ``fn(model, ...)``, so DDP sees every
+objective's step go through one forward.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 from torch import nn
 
@@ -55,7 +54,3 @@ class HeroForPretraining(nn.Module, PretrainedMixin):
         # keeps PyTorch's default initialisation, as there.
         for head in (self.mlm_head.dense, self.mlm_head.LayerNorm, self.mfm_head, self.fom_head):
             init_weights(head, config.initializer_range)
-
-    def forward(self, objective: Callable[..., Any], batch: Any, **kwargs: Any) -> Any:
-        """Run ``objective(self, batch, **kwargs)`` (an objective's loss step)."""
-        return objective(self, batch, **kwargs)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from hero.errors import HeroError
-from hero.io import check_replaceable, honour_umask, writing
+from hero.io import check_replaceable, honour_umask, read_json, writing
 from hero.search.rank import (
     build_faiss_index,
     exact_video_scores,
@@ -78,6 +78,16 @@ class Moment:
 
 
 _REPLACE_HOW = "--overwrite replaces only an earlier index; move it away or choose another --out"
+
+
+def _load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A ``.npy`` file of an index; a missing or damaged one is a `HeroError` naming it."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise HeroError(f"{path}: missing; rebuild the index") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise HeroError(f"{path}: cannot read ({err}); rebuild the index") from None
 
 
 class IndexWriter:
@@ -281,9 +291,7 @@ class SearchIndex:
         if not path.is_file():
             raise HeroError(f"{self.directory}: not a search index (no meta.json); build one with `hero index`")
         try:
-            self.meta = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise HeroError(f"{path}: invalid JSON ({err})") from None
+            self.meta = read_json(path, expect=dict)
         if self.meta.get("format") != FORMAT:
             raise HeroError(f"{path}: 'format' is {self.meta.get('format')!r}, expected {FORMAT!r}")
         if self.meta.get("format_version", 0) > FORMAT_VERSION:

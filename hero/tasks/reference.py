@@ -8,7 +8,6 @@ holding ``model_config.json`` (sizes) and ``hps.json`` (training and evaluation 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +53,9 @@ def read_hps(checkpoint: str | Path) -> dict[str, Any] | None:
     path = Path(checkpoint).resolve().parent.parent / "log" / "hps.json"
     if not path.is_file():
         return None
-    try:
-        hps = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HeroError(f"{path}: invalid JSON ({err})") from None
-    if not isinstance(hps, dict):
-        raise HeroError(f"{path}: expected a JSON object of options")
-    return hps
+    from hero.io import read_json
+
+    return read_json(path, expect=dict)
 
 
 def reference_task_of(state: Any, hps: dict[str, Any] | None = None) -> tuple[str | None, str]:

