@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         if "=" not in kv:
             raise HeroError(f"{kv!r}: expected key=value")
         k, v = kv.split("=", 1)
-        overrides[k] = yaml.safe_load(v)
+        try:
+            overrides[k] = yaml.safe_load(v)
+        except yaml.YAMLError as err:
+            raise HeroError(f"--task-config {kv!r}: cannot parse the value ({' '.join(str(err).split())})") from None
     if args.model.is_file():
         from hero.train.reference import load_reference_task_model
 

@@ -290,22 +290,32 @@ class SearchIndex:
         path = self.directory / "meta.json"
         if not path.is_file():
             raise HeroError(f"{self.directory}: not a search index (no meta.json); build one with `hero index`")
-        try:
-            self.meta = read_json(path, expect=dict)
+        self.meta = read_json(path, expect=dict)
         if self.meta.get("format") != FORMAT:
             raise HeroError(f"{path}: 'format' is {self.meta.get('format')!r}, expected {FORMAT!r}")
         if self.meta.get("format_version", 0) > FORMAT_VERSION:
             raise HeroError(f"{path}: format_version {self.meta['format_version']} is newer than this library "
                             f"reads ({FORMAT_VERSION})")
-        self.frames = np.load(self.directory / "frames.npy", mmap_mode="r")
-        self.offsets = np.load(self.directory / "offsets.npy")
-        self.vids = json.loads((self.directory / "vids.json").read_text())
+        for key in ("num_frames", "num_videos", "dim"):
+            value = self.meta.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise HeroError(f"{path}: {key!r} must be a non-negative integer, got {value!r}; rebuild the index")
+        self.frames = _load_npy(self.directory / "frames.npy", mmap_mode="r")
+        self.offsets = _load_npy(self.directory / "offsets.npy")
+        vids_file = self.directory / "vids.json"
+        self.vids = read_json(vids_file, expect=list)
+        if not all(isinstance(v, str) for v in self.vids):
+            raise HeroError(f"{vids_file}: expected a JSON list of video ids (strings); rebuild the index")
         n, v = int(self.meta["num_frames"]), int(self.meta["num_videos"])
         if self.frames.shape != (n, self.meta["dim"]) or len(self.offsets) != v + 1 or len(self.vids) != v \
                 or int(self.offsets[-1]) != n:
             raise HeroError(f"{self.directory}: frames.npy / offsets.npy / vids.json disagree with meta.json "
                             f"({n} frames, {v} videos); rebuild the index")
-        self.index = faiss.read_index(str(self.directory / "faiss.index"))
+        try:
+            self.index = faiss.read_index(str(self.directory / "faiss.index"))
+        except RuntimeError as err:
+            reason = "missing" if not (self.directory / "faiss.index").is_file() else "not a FAISS index"
+            raise HeroError(f"{self.directory / 'faiss.index'}: cannot read ({reason}); rebuild the index") from err
         if self.index.ntotal != n:
             raise HeroError(f"{self.directory}/faiss.index holds {self.index.ntotal} vectors, expected {n}")
         self.device = torch.device(device)

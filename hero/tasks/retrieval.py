@@ -574,10 +574,9 @@ def read_video2idx(corpus: Any, dataset: str, split: str) -> dict[str, int] | No
     path = Path(root) / "annotations" / dataset / "video2idx.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise HeroError(f"{path}: invalid JSON ({err})") from None
+    from hero.io import read_json
+
+    data = read_json(path)
     if not isinstance(data, dict) or split not in data or not isinstance(data[split], dict):
         return None
     out = {}

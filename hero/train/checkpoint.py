@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from hero.errors import HeroError
-from hero.io import honour_umask, write_text_atomic, writing
+from hero.io import honour_umask, read_json, write_text_atomic, writing
 from hero.model.checkpoint import read_safetensors, write_model_files
 
 FORMAT = "hero-train-state"
@@ -160,10 +160,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        state = json.loads((path / "trainer_state.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise HeroError(f"{path / 'trainer_state.json'}: cannot read ({err})") from None
+    state = read_json(path / "trainer_state.json", expect=dict)
     if state.get("format") != FORMAT or state.get("format_version", 0) > FORMAT_VERSION:
         raise HeroError(f"{path}: not a training checkpoint this version can read")
     return state

@@ -232,7 +232,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        raise HeroError(f"override {override!r}: cannot parse value ({err})") from None
+        raise HeroError(f"override {override!r}: cannot parse value ({_yaml_problem(err)[1]})") from None
     node = data
     for p in parts[:-1]:
         nxt = node.setdefault(p, {})
@@ -246,13 +246,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise HeroError(f"{path}: no such config file")
+    from hero.io import read_text
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
-        raise HeroError(f"{path}: invalid YAML ({err})") from None
+        line, problem = _yaml_problem(err)
+        raise HeroError(f"{path}{f':{line}' if line else ''}: invalid YAML ({problem})") from None
+    except RecursionError:
+        raise HeroError(f"{path}: invalid YAML (nested too deeply)") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise HeroError(f"{path}: the top level must be a mapping of keys to values")
+        got = "a list" if isinstance(data, list) else f"a single value ({str(data)[:40]!r})"
+        raise HeroError(f"{path}: the top level must be a mapping of keys to values, got {got}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> tuple[int | None, str]:
+    """``(line, what is wrong)`` of a YAML error in one line (PyYAML's own text spans several,
+    with the offending source line and a caret)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is None or not problem:
+        return None, " ".join(str(err).split())
+    text = f"{problem} at column {mark.column + 1}"
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark is not None:
+        text += f"; {context} that starts at line {context_mark.line + 1} column {context_mark.column + 1}"
+    return mark.line + 1, text
 
 
 def check_override(cls: type, override: str) -> None:
