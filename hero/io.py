@@ -16,11 +16,12 @@ A leaf module: it imports only the standard library and `hero.errors`, so anythi
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gzip
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,29 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, mkdir: bool = True,
             f.flush()  # a full disk shows here, inside `writing`, not at close
             if fsync:
                 os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], Any], *, suffix: str = ".tmp",
+                      mkdir: bool = True) -> Path:
+    """``write(tmp)`` to a temporary sibling of ``path``, then rename it over ``path``.
+
+    For writers that want a file name (``fig.savefig``, ``np.savez``). ``suffix`` ends the temporary's
+    name (a writer that picks the format by extension needs the right one, e.g. ``".tmp.png"``). On
+    any failure the temporary is removed and ``path`` is left as it was; a full disk is one
+    `DiskFullError` naming ``path``.
+    """
+    path = Path(path)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+    try:
+        with writing(path):
+            write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -229,7 +253,10 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
     Every writer of the package runs its writes inside this block and removes its temporary files
     on the way out (it sees the `DiskFullError` like any other exception), so the user gets
     ``no space left writing <path> (...)`` and no half-written output. Other errors pass unchanged.
+    Blocks nest: the outermost one names the output (a corpus, not the store inside its temporary).
     """
+    outer = _WRITING.get()
+    token = _WRITING.set(outer if outer is not None else path)
     try:
         yield
     except HeroError:
@@ -238,11 +265,17 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
         reason = disk_full_reason(err)
         if reason is None:
             raise
-        raise disk_full(path, reason) from None
+        raise disk_full(outer if outer is not None else path, reason) from None
+    finally:
+        _WRITING.reset(token)
+
+
+_WRITING: contextvars.ContextVar[str | os.PathLike | None] = contextvars.ContextVar("hero_io_writing", default=None)
 
 
 def disk_full(path: str | os.PathLike, reason: str = "no space left on device") -> DiskFullError:
-    """The one message of a full disk met while writing ``path``."""
+    """The one message of a full disk met while writing ``path`` (or the output of an enclosing `writing`)."""
+    path = _WRITING.get() or path
     return DiskFullError(f"no space left writing {path} ({reason}); nothing was written: "
                          "free some space (or choose another output path) and run the command again")
 

@@ -249,6 +249,14 @@ def test_text_writer_on_a_full_tmpfs_keeps_the_old_file(tiny_fs):
     assert _listing(root) == ["ballast", "preds.json"]
 
 
+def test_nested_writers_name_the_outermost_output(tmp_path):
+    from hero.io import writing
+
+    with pytest.raises(DiskFullError, match=r"no space left writing .*corpus \(disk quota exceeded\)"):
+        with writing(tmp_path / "corpus"), writing(tmp_path / ".corpus.tmp1" / "video"):
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+
 def test_text_writer_fault_injected_enospc_keeps_the_old_file(tmp_path, monkeypatch):
     target = write_text_atomic(tmp_path / "preds.json", "old\n")
     import builtins
@@ -360,7 +368,7 @@ def test_outputs_honour_the_umask(tmp_path, mask):
 
     old = os.umask(mask)
     try:
-        model_dir = _tiny_model().save_pretrained(tmp_path / "model")
+        _tiny_model().save_pretrained(tmp_path / "model")
         tok = train_tokenizer(["alice meets bob", "bob runs"] * 20, 300, tmp_path / "tok")
         tok.save(tmp_path / "tok2")
         with VideoStoreWriter(tmp_path / "video", frame_interval=1.5, features=[("f", 4)]) as w:

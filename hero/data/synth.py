@@ -831,26 +831,34 @@ def build(cfg: SynthConfig, out_dir: str | Path, *, overwrite: bool = False, log
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise HeroError(f"{out_dir}: already exists (pass --overwrite to replace it)")
+    if overwrite:  # before the generation: --overwrite replaces only an earlier corpus
+        from hero.io import check_replaceable
+
+        check_replaceable(out_dir, kind="hero-corpus", how="--overwrite replaces only an earlier corpus; "
+                          "move it away or choose another --out")
     corpus = generate(cfg)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.synth.", dir=out_dir.parent))
-    try:
-        tokenizer = train_tokenizer(corpus.texts(), cfg.vocab_size, work / "tokenizer")
-        # the corpus ships its copy (tokenizer/); the training directory is temporary
-        tokenizer.name_or_path = f"hero-synthetic-bpe-{tokenizer.vocab_size}"
-        subtitles = {e.vid: [Subtitle(line.start, line.end, line.subtitle_text, line.speaker) for line in e.lines]
-                     for e in corpus.episodes}
-        source = {"generator": "hero.data.synth", "config": dataclasses.asdict(cfg),
-                  "video_only": corpus.video_only}
-        # strict: a skipped record here would be a bug of the generator, not bad input
-        problems = Problems(strict=True)
-        build_corpus(out_dir, name="synthetic", frame_interval=FRAME_INTERVAL,
-                     videos=((e.vid, e.features) for e in corpus.episodes), subtitles=subtitles,
-                     annotations=tokenize_annotations(corpus.annotations, tokenizer), tokenizer=tokenizer,
-                     feature_names=[("synthetic", cfg.dim)], max_frames=max(100, cfg.max_frames),
-                     problems=problems, source=source, overwrite=overwrite, save_tokenizer=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    from hero.io import writing
+
+    with writing(out_dir):  # a full disk names the corpus, not the temporary tokenizer
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.synth.", dir=out_dir.parent))
+        try:
+            tokenizer = train_tokenizer(corpus.texts(), cfg.vocab_size, work / "tokenizer")
+            # the corpus ships its copy (tokenizer/); the training directory is temporary
+            tokenizer.name_or_path = f"hero-synthetic-bpe-{tokenizer.vocab_size}"
+            subtitles = {e.vid: [Subtitle(line.start, line.end, line.subtitle_text, line.speaker) for line in e.lines]
+                         for e in corpus.episodes}
+            source = {"generator": "hero.data.synth", "config": dataclasses.asdict(cfg),
+                      "video_only": corpus.video_only}
+            # strict: a skipped record here would be a bug of the generator, not bad input
+            problems = Problems(strict=True)
+            build_corpus(out_dir, name="synthetic", frame_interval=FRAME_INTERVAL,
+                         videos=((e.vid, e.features) for e in corpus.episodes), subtitles=subtitles,
+                         annotations=tokenize_annotations(corpus.annotations, tokenizer), tokenizer=tokenizer,
+                         feature_names=[("synthetic", cfg.dim)], max_frames=max(100, cfg.max_frames),
+                         problems=problems, source=source, overwrite=overwrite, save_tokenizer=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     log(summary(corpus, tokenizer.vocab_size, out_dir))
     return out_dir
 

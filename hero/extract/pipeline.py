@@ -45,7 +45,7 @@ from hero.data.problems import Problems
 from hero.errors import HeroError
 from hero.extract.backbones import Backbone, build_backbone
 from hero.extract.video import VideoError, VideoInfo, decode_samples, list_videos, probe_fps
-from hero.io import read_json, write_json_atomic
+from hero.io import read_json, write_file_atomic, write_json_atomic
 
 META_FORMAT = "hero-extract"
 META_VERSION = 1
@@ -150,15 +150,13 @@ def _first_difference(a: Any, b: Any, where: str = "settings") -> str:
 
 
 def save_npz(path: Path, features: np.ndarray) -> None:
-    """``np.savez(path, features=float16)`` (the reference layout), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
+    """``np.savez(path, features=float16)`` (the reference layout), written atomically (a full disk:
+    one `hero.io.DiskFullError` naming ``path``, and no partial file)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
             np.savez(f, features=features.astype(np.float16))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_file_atomic(path, write)
 
 
 def output_paths(out: Path, backbones: Sequence[Backbone], vid: str) -> list[Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from hero.io import write_file_atomic
 from hero.model.hero import Hero, VideoInputs
 
 
@@ -82,13 +83,10 @@ def plot_attention(maps: Sequence[Tensor], labels: Sequence[str], num_frames: in
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(title or "Cross-modal Transformer attention: frames (top-left) and subtitle tokens")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    try:
+        return write_file_atomic(out, lambda tmp: fig.savefig(tmp, dpi=130, format="png"), suffix=".tmp.png")
+    finally:
+        plt.close(fig)
 
 
 def attention_figure(model, corpus, out: str | Path, vid: str | None = None, group: int | None = None) -> Path:

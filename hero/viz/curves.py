@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from hero.errors import HeroError
+from hero.io import write_file_atomic
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -61,10 +62,7 @@ def plot_loss_curves(run_dir: str | Path, out: str | Path, smooth: int = 0) -> P
         ax.axis("off")
     fig.suptitle(f"training losses: {Path(run_dir).name}")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    try:
+        return write_file_atomic(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".tmp.png")
+    finally:
+        plt.close(fig)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from hero.errors import HeroError
+from hero.io import write_file_atomic
 
 
 @torch.no_grad()
@@ -98,10 +99,7 @@ def moments_figure(model: Any, corpus: Any, out: str | Path, dataset: str = "tvr
         ax.legend(fontsize=7, loc="upper right", ncol=4)
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    try:
+        return write_file_atomic(out, lambda tmp: fig.savefig(tmp, dpi=130, format="png"), suffix=".tmp.png")
+    finally:
+        plt.close(fig)
