@@ -23,7 +23,7 @@ from hero.train import checkpoint as ckpt
 from hero.train.config import OptimConfig, TrainConfig, apply_override, from_dict, load_config
 from hero.train.data import Mix, PretrainBatches, derive_seed
 from hero.train.engine import Engine
-from hero.train.optim import lr_factor, param_groups
+from hero.train.optim import lr_factor, param_groups, set_lr
 from hero.train.pretrain import PretrainConfig, PretrainStep
 
 JOB = Path(__file__).parent / "jobs" / "tiny_pretrain.py"
@@ -108,6 +108,30 @@ def test_param_groups_split_decay_and_heads(setup_tiny):
             assert (g["weight_decay"] == 0.0) == (n.endswith("bias") or "LayerNorm" in n), n
             assert (g["lr_scale"] == 10.0) == (not n.startswith("hero.")), n
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_tvc_lm_head_trains_at_the_base_rate_and_the_decoder_at_lr_mul(setup_tiny):
+    """The reference's TVC LM head lives inside its video encoder (base rate); only the decoder and
+    its input embeddings are outside it and get ``lr_mul`` (configs/finetune/tvc.yaml: 10)."""
+    from hero.tasks.captioning import HeroForTvc, TvcConfig
+
+    config, *_ = setup_tiny
+    model = HeroForTvc(config, TvcConfig(num_attention_heads=4, intermediate_size=64, max_position_embeddings=64))
+    groups = param_groups(model, OptimConfig(lr=1e-4, lr_mul=10.0))
+    scale = {n: g["lr_scale"] for g in groups for p in g["params"] for n, q in model.named_parameters() if q is p}
+    assert len(scale) == len(list(model.parameters()))
+    fast = sorted({n.split(".")[0] for n, s in scale.items() if s == 10.0})
+    slow = sorted({n.split(".")[0] for n, s in scale.items() if s == 1.0})
+    assert fast == ["decoder", "emb_LayerNorm", "position_embeddings"]
+    assert slow == ["hero", "mlm_head"]
+    # and the rate each group trains at, after the schedule has set it
+    optimizer = torch.optim.AdamW(groups, lr=1e-4)
+    set_lr(optimizer, 1e-4, 1.0)
+    rate = {n: g["lr"] for g in optimizer.param_groups for p in g["params"] for n, q in model.named_parameters()
+            if q is p}
+    assert {r for n, r in rate.items() if n.split(".")[0] in slow} == {1e-4}
+    assert [r for n, r in rate.items() if n.split(".")[0] in fast] == pytest.approx([1e-3] * sum(
+        n.split(".")[0] in fast for n in rate))
 
 
 # -- mixing and batches ------------------------------------------------------------------------

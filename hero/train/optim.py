@@ -2,7 +2,10 @@
 
 Four groups, as the reference builds them: (head, decay), (head, no decay), (backbone, decay),
 (backbone, no decay). "No decay" = biases and LayerNorm parameters. The backbone is everything
-under ``hero.`` (the `Hero` module of a task model); the heads get ``lr · lr_mul``.
+under ``hero.`` (the `Hero` module of a task model); the heads get ``lr · lr_mul``. A model whose
+reference keeps some heads inside the encoder (and so at the base rate) names their prefixes in
+a class attribute ``BASE_LR_PREFIXES`` (TVC: ``("hero.", "mlm_head.")``, the reference's LM head
+sits in its video encoder); those parameters count as backbone here.
 
 Unlike the reference (whose pre-training and retrieval scripts overwrite every group's learning
 rate, so ``lr_mul`` silently does nothing there), ``lr_mul`` applies wherever it is set; the
@@ -27,13 +30,22 @@ def no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
 
 
+def base_lr_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes that train at the base rate: the model's ``BASE_LR_PREFIXES``, else ``hero.``."""
+    prefixes = getattr(model, "BASE_LR_PREFIXES", (BACKBONE_PREFIX,))
+    if isinstance(prefixes, str) or not all(isinstance(p, str) for p in prefixes):
+        raise TypeError(f"{type(model).__name__}.BASE_LR_PREFIXES must be a tuple of str, got {prefixes!r}")
+    return tuple(prefixes)
+
+
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """The reference's four AdamW groups; each carries ``lr_scale`` (1 or ``lr_mul``)."""
+    base = base_lr_prefixes(model)
     groups: dict[tuple[bool, bool], list] = {(h, d): [] for h in (True, False) for d in (True, False)}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        head = not name.startswith(BACKBONE_PREFIX)
+        head = not name.startswith(base)
         groups[(head, not no_decay(name))].append(p)
     out = []
     for (head, decay), params in groups.items():
