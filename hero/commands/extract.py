@@ -10,6 +10,8 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from hero.extract.presets import DEFAULT_PRESET, PRESETS  # a plain table, light to import
+
     p.add_argument("source", help="a folder of videos (searched recursively) or a text file listing one per line")
     p.add_argument("--out", required=True, help="output folder (per-backbone folders of per-video .npz)")
     p.add_argument("--backbones", default="resnet152,slowfast_r50",
@@ -17,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s, the 4352-d HERO input)")
     p.add_argument("--weights", action="append", default=[], metavar="NAME=FILE",
                    help="weights file of a backbone, e.g. resnet152=resnet152-394f9c45.pth, "
-                        "slowfast_r50=SLOWFAST_8x8_R50.pyth (repeat per backbone; a bare FILE works with one "
+                        "slowfast_r50=SLOWFAST_8x8_R50.pyth or the Caffe2 SLOWFAST_8x8_R50.pkl "
+                        "(repeat per backbone; a bare FILE works with one "
                         "built-in backbone)")
     p.add_argument("--random-init", action="store_true",
                    help="allow backbones without weights (random features, for testing only)")
@@ -29,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="frames (ResNet) or clips (SlowFast) per forward")
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                   help="sampling rules: " + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items())
+                        + " (default: %(default)s)")
     p.add_argument("--resnet-crop", choices=("none", "center"), default="none",
                    help="none: whole frame, short side 224 (the reference); center: short side 256, 224 crop")
     p.add_argument("--size", type=int, default=224, help="input resolution (224 = reference; smaller for tests)")
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                         seed=args.seed, interval=args.interval, batch_size=args.batch_size, device=args.device,
                         strict=args.strict, size=args.size, width=args.width, resnet_crop=args.resnet_crop,
                         store=args.store, limit=args.limit, progress=not args.no_progress,
-                        allow_pickle=args.allow_pickle)
+                        allow_pickle=args.allow_pickle, preset=args.preset)
     result = run_extract(cfg)
     rate = result.extracted / result.seconds if result.seconds > 0 else 0.0
     print(f"extracted {result.extracted} videos ({result.features} features, {rate:.2f} videos/s), "

@@ -13,7 +13,8 @@ batch of sampled items into features (`embed`). Three kinds:
   feature is ``pooler_output`` when the model has one, else the mean of ``last_hidden_state``.
 
 Weights come from a file the user names (`load_weights`: a torch pickle with tensors only, or
-safetensors; a checkpoint dict holding ``"model_state"``/``"state_dict"`` is unwrapped); keys and
+safetensors; a checkpoint dict holding ``"model_state"``/``"state_dict"`` is unwrapped; for
+SlowFast also PySlowFast's Caffe2 ``.pkl``, `hero.extract.caffe2`); keys and
 shapes are checked against the network before loading and every difference is named. The file's
 SHA-256 goes into the metadata so features of different weights are never mixed silently.
 """
@@ -30,7 +31,15 @@ import torch
 from torch import Tensor, nn
 
 from hero.errors import HeroError
-from hero.extract.video import FrameSampler, ReferenceClipSampler, Resize, Sampler, UniformClipSampler
+from hero.extract.presets import HERO, Preset
+from hero.extract.video import (
+    FrameSampler,
+    ReferenceClipSampler,
+    Resize,
+    Sampler,
+    UniformClipSampler,
+    reference_frame_rate,
+)
 
 BUILTIN = ("resnet152", "slowfast_r50")
 OUTPUT_DIRS = {"resnet152": "resnet_features", "slowfast_r50": "slowfast_features"}
@@ -74,9 +83,17 @@ def load_weights(model: nn.Module, path: str | Path, name: str, allow_pickle: bo
     """Load ``path`` into ``model`` after checking every key and shape; returns the file's SHA-256.
 
     ``num_batches_tracked`` buffers may be absent (older torchvision files lack them); anything
-    else missing, unexpected or of another shape is a `HeroError` that lists the keys.
+    else missing, unexpected or of another shape is a `HeroError` that lists the keys. A ``.pkl``
+    file is PySlowFast's Caffe2 SlowFast checkpoint (`hero.extract.caffe2`, read safely, blob by blob).
     """
-    state = read_state_dict(path, allow_pickle)
+    if Path(path).suffix == ".pkl":
+        if name != "slowfast_r50":
+            raise HeroError(f"{path}: Caffe2 .pkl weights are read for slowfast_r50 only, not {name}")
+        from hero.extract.caffe2 import caffe2_state_dict
+
+        state = caffe2_state_dict(path, model)
+    else:
+        state = read_state_dict(path, allow_pickle)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
@@ -111,8 +128,10 @@ class Backbone:
     weights: dict[str, Any]
     output_dir: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    preset: Preset = HERO
 
-    def make_sampler(self, interval: float, source_fps: float) -> Sampler:
+    def make_sampler(self, interval: float, source_fps: float, duration: float | None = None) -> Sampler:
+        """The sampler of one video (``source_fps`` and ``duration`` as ffprobe reports them, `probe_video`)."""
         raise NotImplementedError
 
     def embed(self, items: list[np.ndarray]) -> Tensor:
@@ -129,8 +148,9 @@ class ResNetBackbone(Backbone):
     resize: Resize = field(default_factory=Resize)
     l2_normalize: bool = True
 
-    def make_sampler(self, interval: float, source_fps: float) -> Sampler:
-        return FrameSampler(interval, self.resize)
+    def make_sampler(self, interval: float, source_fps: float, duration: float | None = None) -> Sampler:
+        rate = reference_frame_rate(duration, interval) if self.preset.short_video_rate else None
+        return FrameSampler(interval, self.resize, self.preset, rate)
 
     @torch.inference_mode()
     def embed(self, items: list[np.ndarray]) -> Tensor:
@@ -153,8 +173,11 @@ class ResNetBackbone(Backbone):
 class SlowFastBackbone(Backbone):
     size: int = 224
 
-    def make_sampler(self, interval: float, source_fps: float) -> Sampler:
-        return ReferenceClipSampler(interval, source_fps, Resize(self.size, self.size))
+    def make_sampler(self, interval: float, source_fps: float, duration: float | None = None) -> Sampler:
+        return ReferenceClipSampler(interval, source_fps, self._resize(), preset=self.preset)
+
+    def _resize(self) -> Resize:
+        return Resize(self.size, self.size, self.preset.interpolation)
 
     @torch.inference_mode()
     def embed(self, items: list[np.ndarray]) -> Tensor:
@@ -164,7 +187,7 @@ class SlowFastBackbone(Backbone):
         return self.model.features(slowfast_inputs(clips)).float().cpu()
 
     def describe(self) -> dict[str, Any]:
-        sampler = ReferenceClipSampler(1.5, 30.0, Resize(self.size, self.size))
+        sampler = ReferenceClipSampler(1.5, 30.0, self._resize())
         return {"name": self.name, "dim": self.dim, "weights": self.weights,
                 "preprocessing": {"sampling": "reference SlowFast 8x8 clips (30 fps grid, 32 frames, alpha 4)",
                                   "resize": sampler.resize.to_dict(), "normalize": "x/255, mean 0.45, std 0.225"},
@@ -176,10 +199,10 @@ class HFBackbone(Backbone):
     processor: Any = None
     num_frames: int = 0  # > 0: a video model fed num_frames frames per interval
 
-    def make_sampler(self, interval: float, source_fps: float) -> Sampler:
+    def make_sampler(self, interval: float, source_fps: float, duration: float | None = None) -> Sampler:
         if self.num_frames:
-            return UniformClipSampler(interval, self.num_frames)
-        return FrameSampler(interval, Resize(None, None))
+            return UniformClipSampler(interval, self.num_frames, preset=self.preset)
+        return FrameSampler(interval, Resize(None, None), self.preset)
 
     @torch.inference_mode()
     def embed(self, items: list[np.ndarray]) -> Tensor:
@@ -201,7 +224,7 @@ class HFBackbone(Backbone):
 
 def build_backbone(spec: str, *, weights: str | None, random_init: bool, seed: int, device: torch.device,
                    size: int = 224, width: int = 64, resnet_crop: str = "none",
-                   allow_pickle: bool = False) -> Backbone:
+                   allow_pickle: bool = False, preset: Preset = HERO) -> Backbone:
     """Build the backbone named ``spec`` (``resnet152``, ``slowfast_r50`` or ``hf:NAME_OR_PATH``).
 
     Args:
@@ -211,9 +234,12 @@ def build_backbone(spec: str, *, weights: str | None, random_init: bool, seed: i
         width: stem channels of the built-ins (64 is the real network; smaller only for tests).
         resnet_crop: ``none`` (reference: whole frame, short side ``size``) or ``center``
             (torchvision: short side ``size·256/224``, centre crop ``size``).
+        preset: the sampling rules (`hero.extract.presets`).
     """
     if spec.startswith("hf:"):
-        return _build_hf(spec[3:], device)
+        backbone = _build_hf(spec[3:], device)
+        backbone.preset = preset
+        return backbone
     if spec not in BUILTIN:
         raise HeroError(f"unknown backbone {spec!r}; choose from {', '.join(BUILTIN)} or hf:NAME_OR_PATH")
     if weights is None and not random_init:
@@ -235,9 +261,12 @@ def build_backbone(spec: str, *, weights: str | None, random_init: bool, seed: i
     if spec == "resnet152":
         if resnet_crop not in ("none", "center"):
             raise HeroError(f"--resnet-crop must be 'none' or 'center', got {resnet_crop!r}")
-        resize = Resize(size, None) if resnet_crop == "none" else Resize(round(size * 256 / 224), size)
-        return ResNetBackbone(spec, model.feature_dim, model, info, OUTPUT_DIRS[spec], device, resize)
-    return SlowFastBackbone(spec, model.feature_dim, model, info, OUTPUT_DIRS[spec], device, size)
+        resize = (Resize(size, None, preset.interpolation) if resnet_crop == "none"
+                  else Resize(round(size * 256 / 224), size, preset.interpolation))
+        return ResNetBackbone(spec, model.feature_dim, model, info, OUTPUT_DIRS[spec], device, preset=preset,
+                              resize=resize)
+    return SlowFastBackbone(spec, model.feature_dim, model, info, OUTPUT_DIRS[spec], device, preset=preset,
+                            size=size)
 
 
 def _build_hf(name_or_path: str, device: torch.device) -> Backbone:
@@ -261,7 +290,8 @@ def _build_hf(name_or_path: str, device: torch.device) -> Backbone:
                                                          .encode()).hexdigest()}
     else:
         info = {"hub_id": name_or_path, "revision": getattr(config, "_commit_hash", None)}
-    backbone = HFBackbone(name, 0, model, info, f"{name}_features", device, processor, num_frames)
+    backbone = HFBackbone(name, 0, model, info, f"{name}_features", device, processor=processor,
+                          num_frames=num_frames)
     # the output size depends on the model class (pooler or not): measure it on a blank input
     probe = np.zeros((num_frames, 64, 64, 3) if num_frames else (64, 64, 3), np.uint8)
     try:

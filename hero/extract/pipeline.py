@@ -44,7 +44,8 @@ import torch
 from hero.data.problems import Problems
 from hero.errors import HeroError
 from hero.extract.backbones import Backbone, build_backbone
-from hero.extract.video import VideoError, VideoInfo, decode_samples, list_videos, probe_fps
+from hero.extract.presets import DEFAULT_PRESET, get_preset
+from hero.extract.video import VideoError, VideoInfo, decode_samples, list_videos, probe_video, reference_frame_rate
 from hero.io import read_json, write_file_atomic, write_json_atomic
 
 META_FORMAT = "hero-extract"
@@ -72,6 +73,7 @@ class ExtractConfig:
     limit: int | None = None
     progress: bool = True
     allow_pickle: bool = False
+    preset: str = DEFAULT_PRESET
 
 
 @dataclass
@@ -108,9 +110,9 @@ def _device(name: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-def settings_of(backbones: Sequence[Backbone], interval: float) -> dict[str, Any]:
+def settings_of(backbones: Sequence[Backbone], interval: float, preset: str = DEFAULT_PRESET) -> dict[str, Any]:
     """The part of the metadata that must match for features to be mixed."""
-    return {"interval": float(interval), "features": [b.describe() for b in backbones]}
+    return {"interval": float(interval), "preset": preset, "features": [b.describe() for b in backbones]}
 
 
 def check_or_write_meta(out: Path, settings: dict[str, Any], write: bool) -> None:
@@ -120,8 +122,11 @@ def check_or_write_meta(out: Path, settings: dict[str, Any], write: bool) -> Non
         old = read_json(path, dict)
         if old.get("format") != META_FORMAT:
             raise HeroError(f"{path}: not a hero extract metadata file")
-        if old.get("settings") != json.loads(json.dumps(settings)):
-            diff = _first_difference(old.get("settings"), json.loads(json.dumps(settings)))
+        old_settings = old.get("settings")
+        if isinstance(old_settings, dict) and "preset" not in old_settings:
+            old_settings = {**old_settings, "preset": DEFAULT_PRESET}  # written before presets existed
+        if old_settings != json.loads(json.dumps(settings)):
+            diff = _first_difference(old_settings, json.loads(json.dumps(settings)))
             raise HeroError(f"{out} holds features extracted with other settings ({diff}); "
                             "use another --out directory to keep them apart")
         return
@@ -133,6 +138,7 @@ def check_or_write_meta(out: Path, settings: dict[str, Any], write: bool) -> Non
         meta = {"format": META_FORMAT, "format_version": META_VERSION, "settings": settings,
                 "layout": "reference per-video npz: <feature dir>/<vid>.npz {'features': (n, d) float16}",
                 "frame_rule": "n = max(1, floor(duration / interval + 1/2))",
+                "preset_rules": get_preset(settings.get("preset", DEFAULT_PRESET)).to_dict(),
                 "created_by": {"hero": __version__, "torch": torch.__version__, "av": av.__version__}}
         write_json_atomic(path, meta, indent=2, mkdir=False)
 
@@ -175,9 +181,11 @@ def _decode_worker(videos: Sequence[tuple[str, Path]], backbones: Sequence[Backb
         info = VideoInfo(str(path))
         q.put(("start", vid, path))
         try:
-            fps = probe_fps(path)
-            samplers = [b.make_sampler(interval, fps) for b in backbones]
-            for item in decode_samples(path, samplers, interval, info):
+            fps, duration = probe_video(path)
+            samplers = [b.make_sampler(interval, fps, duration) for b in backbones]
+            preset = backbones[0].preset
+            count_rate = reference_frame_rate(duration, interval) if preset.short_video_rate else None
+            for item in decode_samples(path, samplers, interval, info, count_rate):
                 if stop.is_set():
                     return
                 q.put(("item", item))
@@ -254,6 +262,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     if unknown_weights:
         raise HeroError(f"--weights names {sorted(unknown_weights)}, which are not among --backbones "
                         f"{list(cfg.backbones)}")
+    preset = get_preset(cfg.preset)
     videos = list_videos(cfg.source)
     if cfg.limit is not None:
         videos = videos[: cfg.limit]
@@ -263,11 +272,11 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     out.mkdir(parents=True, exist_ok=True)
     backbones = [build_backbone(spec, weights=cfg.weights.get(spec), random_init=cfg.random_init, seed=cfg.seed,
                                 device=device, size=cfg.size, width=cfg.width, resnet_crop=cfg.resnet_crop,
-                                allow_pickle=cfg.allow_pickle) for spec in cfg.backbones]
+                                allow_pickle=cfg.allow_pickle, preset=preset) for spec in cfg.backbones]
     names = [b.name for b in backbones]
     if len(set(names)) != len(names):
         raise HeroError(f"a backbone is named twice: {names}")
-    settings = settings_of(backbones, cfg.interval)
+    settings = settings_of(backbones, cfg.interval, preset.name)
     check_or_write_meta(out, settings, write=rank == 0)
 
     result = ExtractResult(problems=Problems(strict=cfg.strict))

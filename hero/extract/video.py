@@ -22,8 +22,22 @@ correctly.
   ffprobe). Ticks past the end repeat the last frame (the reference "tile" padding).
 * `UniformClipSampler`: ``T`` frames spread evenly over each interval (for Hugging Face video models).
 
-Spatial transform (`Resize`): resize with libswscale bicubic, the scaler ffmpeg's ``scale`` filter
-uses, so the short side becomes ``short_side`` (long side ``int(long·short_side/short)``), then an
+Every sampler is a grid of rate ``R`` (ResNet ``1/interval``, SlowFast 30 fps) and a list of ticks
+per item; tick ``j``'s threshold is ``(j + ½)/R``. A `Preset` (the table `PRESETS`, one place) says
+which frame a tick takes and how the tail is padded:
+
+* ``hero`` (the default): the ``fps`` filter of current FFmpeg, the last frame of each window
+  (`select_frames` with ``rule="last"``); ticks past the end repeat the last frame; bicubic
+  scaling; one rate per backbone.
+* ``hero-reference``: what the reference Docker image computed. Its FFmpeg 3.4 ``fps`` filter
+  kept the **first** frame of each window ``[(j − ½)/R, (j + ½)/R)`` (an empty window repeats the
+  previous tick); its SlowFast padding repeats the whole last second (`tile_tick`); its
+  ``scale`` filter inside ``-filter_complex`` used libswscale's default, bilinear; and its ResNet
+  pass ran at ``2/int(D)`` fps for a video of probed duration ``1 ≤ D < interval + 0.1``
+  (`reference_frame_rate`).
+
+Spatial transform (`Resize`): resize with libswscale (bicubic, or the preset's scaler) so the
+short side becomes ``short_side`` (long side ``int(long·short_side/short)``), then an
 optional centre crop. Rotation metadata (display matrix) is applied first, as the ffmpeg command
 line does by default; unlike the reference, which computed the output size from the unrotated
 width and height (distorting rotated videos), the size is computed on the rotated picture.
@@ -42,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hero.extract.presets import HERO, Preset
+
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts",
                     ".3gp", ".ogv", ".wmv")
 
@@ -50,11 +66,83 @@ class VideoError(Exception):
     """A video that cannot be used (unreadable, no video stream, no frames); message says why."""
 
 
-def num_features(duration: float, interval: float) -> int:
-    """Features for a video of ``duration`` seconds: ``max(1, ⌊duration/interval + ½⌋)`` (0 if no duration)."""
+def num_features(duration: float, interval: float, rate: float | Fraction | None = None) -> int:
+    """Features for a video of ``duration`` seconds: ``max(1, ⌊duration/interval + ½⌋)`` (0 if no duration).
+
+    ``rate``: the frame rate of the 2-D pass when it is not ``1/interval`` (`reference_frame_rate`);
+    the count is then the reference's ``min(⌊duration·rate + ½⌋, ⌈duration/interval⌉)`` (its
+    2-D and 3-D passes, of which HERO's converter kept the shorter), at least 1.
+    """
     if duration <= 0:
         return 0
-    return max(1, math.floor(Fraction(duration) / Fraction(interval) + Fraction(1, 2)))
+    d, iv = Fraction(duration), Fraction(interval)
+    if rate is None:
+        return max(1, math.floor(d / iv + Fraction(1, 2)))
+    return max(1, min(math.floor(d * Fraction(rate) + Fraction(1, 2)), math.ceil(d / iv)))
+
+
+def reference_frame_rate(duration: float | None, interval: float) -> Fraction | None:
+    """The reference 2-D pass's frame rate for a video of probed ``duration``, when not ``1/interval``.
+
+    The reference (``resnets/video_loader.py``) used ``fps = 2 / int(D)`` when ``0 < D < 1/fps + 0.1``
+    for the stream duration ``D`` that ffprobe reports; for ``D < 1`` the division by ``int(D) = 0``
+    raised inside a ``try`` and left the default. Returns ``None`` (the default ``1/interval``)
+    unless that rule applies; ``duration`` ``None`` (unknown to ffprobe) leaves the default too.
+    """
+    if duration is None or not 0 < duration < interval + 0.1 or int(duration) < 1:
+        return None
+    return Fraction(2, int(duration))
+
+
+def tile_tick(j: int, num_ticks: int, block: int = 30) -> int:
+    """The grid tick whose frame the reference SlowFast padding puts at tick ``j``.
+
+    The reference pads the ``num_ticks`` decoded 30 fps frames with the last frame up to a whole
+    second (``block`` ticks), then appends copies of that whole last second up to whole clips.
+    Ticks inside the video map to themselves.
+    """
+    if j < num_ticks:
+        return j
+    padded = -(-num_ticks // block) * block
+    if j >= padded:
+        j = padded - block + (j - padded) % block
+    return min(j, num_ticks - 1)
+
+
+def select_frames(times: Sequence[Fraction | float], end: Fraction | float, rate: Fraction | float,
+                  ticks: Sequence[int], rule: str = "last", tail_block: int | None = None) -> list[int]:
+    """Index of the frame each grid tick takes (the rule `decode_samples` streams), from timestamps.
+
+    Args:
+        times: presentation times of the decoded frames, relative to the first, non-decreasing.
+        end: end of the last frame (the duration).
+        rate: grid rate ``R``; tick ``j`` is the window ``[(j − ½)/R, (j + ½)/R)``.
+        ticks: the ticks wanted.
+        rule: ``last``: the last frame with ``t < (j + ½)/R`` (the first frame when none is);
+            ``first``: the first frame of the window that frame lies in (an empty window repeats
+            the previous tick, as FFmpeg ≤ 3.4 did).
+        tail_block: ``None``: ticks past the end take the last tick's frame; else `tile_tick`
+            with the video's ``⌊end·R + ½⌋`` ticks.
+    Returns:
+        One frame index per tick.
+    """
+    r = Fraction(rate)
+    ts = [Fraction(t) for t in times]
+    num_ticks = max(1, math.floor(Fraction(end) * r + Fraction(1, 2)))
+
+    def window(t: Fraction) -> int:
+        return math.floor(t * r + Fraction(1, 2))
+
+    out = []
+    for j in ticks:
+        if tail_block is not None:
+            j = tile_tick(j, num_ticks, tail_block)
+        threshold = (j + Fraction(1, 2)) / r
+        last = max([i for i, t in enumerate(ts) if t < threshold], default=0)
+        if rule == "first":
+            last = min(i for i, t in enumerate(ts) if window(t) == window(ts[last]))
+        out.append(last)
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,10 +152,12 @@ class Resize:
     Attributes:
         short_side: target length of the shorter side (``None``: keep the native size).
         crop: side of a centre square crop taken after the resize (``None``: no crop).
+        interpolation: libswscale scaler, ``bicubic`` (ffmpeg's ``-vf scale``) or ``bilinear``.
     """
 
     short_side: int | None = 224
     crop: int | None = None
+    interpolation: str = "bicubic"
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """``(width, height)`` after the resize (before the crop), with the reference's integer rule."""
@@ -79,21 +169,35 @@ class Resize:
         return int(width * s / height), s
 
     def to_dict(self) -> dict:
-        return {"short_side": self.short_side, "crop": self.crop, "interpolation": "swscale bicubic"}
+        return {"short_side": self.short_side, "crop": self.crop, "interpolation": f"swscale {self.interpolation}"}
 
 
 class Sampler:
     """Which frames make item ``k`` of one backbone, and how they are transformed.
 
-    Subclasses define `thresholds` (non-decreasing across items) and whether an item is one
-    frame (``(H, W, 3)``) or a clip (``(T, H, W, 3)``).
+    Subclasses define `rate` (the grid) and `ticks` (non-decreasing across items) and whether an
+    item is one frame (``(H, W, 3)``) or a clip (``(T, H, W, 3)``); ``preset`` gives the frame rule
+    and the tail padding.
     """
 
     resize: Resize
     clip: bool = False
+    preset: Preset = HERO
+
+    @property
+    def rate(self) -> Fraction:
+        raise NotImplementedError
+
+    def ticks(self, k: int) -> list[int]:
+        raise NotImplementedError
+
+    @property
+    def tail_block(self) -> int | None:
+        return None
 
     def thresholds(self, k: int) -> list[Fraction]:
-        raise NotImplementedError
+        """``(j + ½)/R`` for the ticks ``j`` of item ``k``: the frame taken is the last one before it."""
+        return [(j + Fraction(1, 2)) / self.rate for j in self.ticks(k)]
 
     def describe(self) -> dict:
         raise NotImplementedError
@@ -101,13 +205,19 @@ class Sampler:
 
 @dataclass
 class FrameSampler(Sampler):
-    """One frame per interval: the frame at threshold ``(k + ½)·interval`` (the ``fps=1/interval`` filter)."""
+    """One frame per interval: tick ``k`` of the ``fps=1/interval`` filter (``frame_rate`` overrides the rate)."""
 
     interval: float
     resize: Resize = field(default_factory=Resize)
+    preset: Preset = HERO
+    frame_rate: Fraction | None = None
 
-    def thresholds(self, k: int) -> list[Fraction]:
-        return [(k + Fraction(1, 2)) * Fraction(self.interval)]
+    @property
+    def rate(self) -> Fraction:
+        return Fraction(self.frame_rate) if self.frame_rate else 1 / Fraction(self.interval)
+
+    def ticks(self, k: int) -> list[int]:
+        return [k]
 
     def describe(self) -> dict:
         return {"sampling": "frame at (k+1/2)*interval (ffmpeg fps filter rule)", "resize": self.resize.to_dict()}
@@ -128,6 +238,7 @@ class ReferenceClipSampler(Sampler):
     num_frames: int = 32
     sampling_rate: int = 2
     clip: bool = True
+    preset: Preset = HERO
 
     def __post_init__(self) -> None:
         self.clip_ticks = int(self.interval * self.target_fps)
@@ -138,9 +249,16 @@ class ReferenceClipSampler(Sampler):
         index = torch.linspace(0, span - 1, self.num_frames)
         self.offsets = [int(v) for v in torch.clamp(index, 0, self.clip_ticks - 1).long()]
 
-    def thresholds(self, k: int) -> list[Fraction]:
-        base = k * self.clip_ticks
-        return [Fraction(2 * (base + off) + 1, 2 * self.target_fps) for off in self.offsets]
+    @property
+    def rate(self) -> Fraction:
+        return Fraction(self.target_fps)
+
+    @property
+    def tail_block(self) -> int | None:
+        return self.preset.tail_block
+
+    def ticks(self, k: int) -> list[int]:
+        return [k * self.clip_ticks + off for off in self.offsets]
 
     def describe(self) -> dict:
         return {"sampling": f"reference SlowFast: {self.target_fps} fps grid, clips of {self.clip_ticks} ticks, "
@@ -150,16 +268,20 @@ class ReferenceClipSampler(Sampler):
 
 @dataclass
 class UniformClipSampler(Sampler):
-    """``num_frames`` frames per interval, at thresholds ``(k + (i + ½)/T)·interval``."""
+    """``num_frames`` frames per interval: ticks ``kT … kT + T − 1`` of a ``T/interval`` grid."""
 
     interval: float
     num_frames: int
     resize: Resize = field(default_factory=lambda: Resize(None, None))
     clip: bool = True
+    preset: Preset = HERO
 
-    def thresholds(self, k: int) -> list[Fraction]:
-        iv = Fraction(self.interval)
-        return [(k + Fraction(2 * i + 1, 2 * self.num_frames)) * iv for i in range(self.num_frames)]
+    @property
+    def rate(self) -> Fraction:
+        return self.num_frames / Fraction(self.interval)
+
+    def ticks(self, k: int) -> list[int]:
+        return [k * self.num_frames + i for i in range(self.num_frames)]
 
     def describe(self) -> dict:
         return {"sampling": f"{self.num_frames} evenly spaced frames per interval", "resize": self.resize.to_dict()}
@@ -191,18 +313,32 @@ class VideoInfo:
     variable_frame_rate: bool = False
 
 
-def probe_fps(path: str | Path) -> float:
-    """The average frame rate of the first video stream (0.0 when unknown); raises `VideoError`."""
+def probe_video(path: str | Path) -> tuple[float, float | None]:
+    """``(average fps or 0.0, stream duration in s or None)`` of the first video stream, as ffprobe reports them.
+
+    The duration is ``None`` where the reference's ffprobe call found no ``duration`` or
+    ``nb_frames`` for the stream (e.g. Matroska), which disabled its duration-based rules.
+    Raises `VideoError`.
+    """
     import av
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoError(f"{path}: no video stream")
-            rate = container.streams.video[0].average_rate
-            return float(rate) if rate else 0.0
+            stream = container.streams.video[0]
+            rate = stream.average_rate
+            duration = None
+            if stream.duration is not None and stream.time_base is not None and stream.frames:
+                duration = float(stream.duration * stream.time_base)
+            return (float(rate) if rate else 0.0), duration
     except av.FFmpegError as err:
         raise VideoError(f"{path}: cannot open ({err})") from err
+
+
+def probe_fps(path: str | Path) -> float:
+    """The average frame rate of the first video stream (0.0 when unknown); raises `VideoError`."""
+    return probe_video(path)[0]
 
 
 class _Converter:
@@ -224,7 +360,8 @@ class _Converter:
         if (enc_w, enc_h) == (w, h) and frame.format.name == "rgb24":
             rgb = frame.to_ndarray()
         else:
-            rgb = frame.reformat(width=enc_w, height=enc_h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+            rgb = frame.reformat(width=enc_w, height=enc_h, format="rgb24",
+                                 interpolation=self.resize.interpolation.upper()).to_ndarray()
         if quarter:
             rgb = np.rot90(rgb, k=quarter)
         crop = self.resize.crop
@@ -237,37 +374,88 @@ class _Converter:
 
 
 class _Pending:
-    """The item a sampler is filling: its thresholds and the frames chosen so far."""
+    """The item a sampler is filling: its ticks and the frames chosen so far."""
 
     def __init__(self, sampler: Sampler) -> None:
         self.sampler, self.k, self.images = sampler, 0, []
-        self.thr = sampler.thresholds(0)
+        self.rate = sampler.rate
+        self.ticks = sampler.ticks(0)
+
+    @property
+    def next_tick(self) -> int:
+        return self.ticks[len(self.images)]
 
     @property
     def next_threshold(self) -> Fraction:
-        return self.thr[len(self.images)]
+        return (self.next_tick + Fraction(1, 2)) / self.rate
 
     def add(self, image: np.ndarray) -> np.ndarray | None:
         self.images.append(image)
-        if len(self.images) < len(self.thr):
+        if len(self.images) < len(self.ticks):
             return None
         item = np.stack(self.images) if self.sampler.clip else self.images[0]
         self.k += 1
-        self.images, self.thr = [], self.sampler.thresholds(self.k)
+        self.images, self.ticks = [], self.sampler.ticks(self.k)
         return item
 
 
+class _Windows:
+    """For the ``first`` rule: the first frame of the ``fps`` window (rate ``R``) the latest frame lies in."""
+
+    def __init__(self, rate: Fraction) -> None:
+        self.rate, self.index, self.first = rate, None, None
+
+    def update(self, frame, frame_id: int, t: Fraction) -> None:
+        index = math.floor(t * self.rate + Fraction(1, 2))
+        if index != self.index:
+            self.index, self.first = index, (frame, frame_id)
+
+
+class _TickHistory:
+    """For tail tiling: the images of the last ``block`` grid ticks, every tick recorded in order."""
+
+    def __init__(self, block: int, rate: Fraction) -> None:
+        from collections import deque
+
+        self.rate, self.next = rate, 0
+        self.images: deque = deque(maxlen=block)  # (tick, image)
+        self.final: np.ndarray | None = None
+        self.final_from = 0
+
+    def record_until(self, t: Fraction, image_of) -> None:
+        """Record the ticks whose threshold is ``≤ t`` with ``image_of()`` (the frame they take)."""
+        while (self.next + Fraction(1, 2)) / self.rate <= t:
+            self.images.append((self.next, image_of()))
+            self.next += 1
+
+    def finish(self, num_ticks: int, image: np.ndarray) -> None:
+        """At the end: the remaining ticks ``< num_ticks`` all take ``image`` (the filter's last output)."""
+        self.final, self.final_from = image, self.next
+        while self.next < num_ticks:
+            self.images.append((self.next, image))
+            self.next += 1
+
+    def get(self, tick: int) -> np.ndarray:
+        if tick >= self.final_from:
+            return self.final
+        return dict(self.images)[tick]
+
+
 def decode_samples(path: str | Path, samplers: Sequence[Sampler], interval: float,
-                   info: VideoInfo | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+                   info: VideoInfo | None = None,
+                   count_rate: Fraction | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """Decode ``path`` once and yield every sampler's items as soon as they are complete.
 
     Args:
-        samplers: one per backbone.
+        samplers: one per backbone (each with its preset's frame rule and tail padding).
         interval: seconds per feature (decides the number of items, `num_features`).
         info: filled in while decoding (complete when the generator is exhausted).
+        count_rate: the 2-D pass's rate when it is not ``1/interval`` (`reference_frame_rate`),
+            for the number of items.
     Yields:
         ``(sampler_index, k, array)``: item ``k`` of a sampler, ``(H, W, 3)`` uint8 for a frame
         sampler, ``(T, H, W, 3)`` for a clip sampler; items ``0..n−1`` of every sampler, each exactly once.
+        The frames are those `select_frames` picks from the decoded timestamps.
     Raises:
         VideoError: no video stream, no decodable frame, or a decoding error.
     """
@@ -287,12 +475,20 @@ def decode_samples(path: str | Path, samplers: Sequence[Sampler], interval: floa
         info.average_fps = float(rate) if rate else 0.0
         info.codec = stream.codec_context.name
         pending = [_Pending(s) for s in samplers]
+        windows = [_Windows(s.rate) if s.preset.frame_rule == "first" else None for s in samplers]
+        histories = [_TickHistory(s.tail_block, s.rate) if s.tail_block else None for s in samplers]
         converters: list[_Converter] | None = None
         prev = None
         prev_t = Fraction(0)
         t0: Fraction | None = None
         gaps: list[Fraction] = []
         count = 0
+
+        def image_of(i: int, last, last_id: int) -> np.ndarray:
+            # the frame a tick takes, given the last frame before its threshold
+            frame, frame_id = windows[i].first if windows[i] is not None else (last, last_id)
+            return converters[i](frame, frame_id)
+
         try:
             for frame in container.decode(stream):
                 if frame.pts is not None and frame.time_base is not None:
@@ -306,12 +502,17 @@ def decode_samples(path: str | Path, samplers: Sequence[Sampler], interval: floa
                 t = max(t - t0, prev_t)  # relative, and never backwards
                 if count:
                     gaps.append(t - prev_t)
-                source, source_id = (prev, count - 1) if prev is not None else (frame, count)
-                for i, p in enumerate(pending):
-                    while p.next_threshold <= t:
-                        item = p.add(converters[i](source, source_id))
-                        if item is not None:
-                            yield i, p.k - 1, item
+                if prev is not None:
+                    for i, p in enumerate(pending):
+                        if histories[i] is not None:
+                            histories[i].record_until(t, lambda: image_of(i, prev, count - 1))  # noqa: B023
+                        while p.next_threshold <= t:
+                            item = p.add(image_of(i, prev, count - 1))
+                            if item is not None:
+                                yield i, p.k - 1, item
+                for w in windows:
+                    if w is not None:
+                        w.update(frame, count, t)
                 prev, prev_t = frame, t
                 count += 1
         except av.FFmpegError as err:
@@ -322,16 +523,25 @@ def decode_samples(path: str | Path, samplers: Sequence[Sampler], interval: floa
         duration = prev_t + last_len
         info.duration = float(duration)
         info.num_decoded = count
-        info.num_features = num_features(info.duration, interval)
+        info.num_features = num_features(info.duration, interval, count_rate)
         disp = (prev.height, prev.width) if (info.rotation // 90) % 2 else (prev.width, prev.height)
         info.width, info.height = disp
         if len(gaps) > 1:
             med = sorted(gaps)[len(gaps) // 2]
             info.variable_frame_rate = bool(med > 0 and any(abs(g - med) > med / 100 for g in gaps))
-        # ticks past the last frame take the last frame (the fps filter repeats it; the reference tiles it)
+        # ticks past the last frame: the fps filter repeats its last output; with a tail block the
+        # reference then tiles the whole last second of the grid (tile_tick)
         for i, p in enumerate(pending):
+            history = histories[i]
+            if history is not None:
+                num_ticks = max(1, math.floor(duration * p.rate + Fraction(1, 2)))
+                history.finish(num_ticks, image_of(i, prev, count - 1))
             while p.k < info.num_features:
-                item = p.add(converters[i](prev, count - 1))
+                if history is not None:
+                    image = history.get(tile_tick(p.next_tick, num_ticks, samplers[i].tail_block))
+                else:
+                    image = image_of(i, prev, count - 1)
+                item = p.add(image)
                 if item is not None:
                     yield i, p.k - 1, item
 
