@@ -48,7 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
             adder(p, name)
         except TypeError:
             adder(p)
+        _name_errors_after(p)
     return parser
+
+
+def _name_errors_after(parser: argparse.ArgumentParser) -> None:
+    """Record in every (sub-)command parser its full name (``hero data verify``) as the default
+    ``_prog``: the prefix of the errors `main` prints, as argparse itself names its own errors."""
+    parser.set_defaults(_prog=parser.prog)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _name_errors_after(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,10 +67,34 @@ def main(argv: list[str] | None = None) -> int:
     from hero.errors import HeroError
 
     try:
-        return int(_module(args.command).run(args) or 0)
+        rc = int(_module(args.command).run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return rc
     except (HeroError, FileNotFoundError, ValueError) as err:
-        print(f"hero {args.command}: error: {err}", file=sys.stderr)
+        print(f"{getattr(args, '_prog', None) or f'hero {args.command}'}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout went away (`hero search ... | head`): stop quietly, as `cat` does.
+        # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+EXIT_BROKEN_PIPE = 141
+"""Exit status after the reader of stdout closed the pipe: 128 + SIGPIPE, what a shell reports for
+a command killed by SIGPIPE (``set -o pipefail`` users see the same status as with ``cat``)."""
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a non-file stream (tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

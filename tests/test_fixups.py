@@ -202,3 +202,44 @@ def test_video2idx_json_not_utf8(tmp_path):
     with pytest.raises(HeroError) as info:
         read_video2idx(Corpus(), "tvr", "val")
     _one_line_naming(info.value, path)
+
+
+# -- sub-command error prefixes and a closed stdout (hero/cli.py) ----------------------------------
+
+DIDEMO = Path(__file__).parent / "fixtures" / "official_data_eval" / "tvr_metric" / "didemo_style"
+
+
+@pytest.mark.parametrize("argv, prefix", [
+    (["data", "verify", "/nonexistent/corpus"], "hero data verify: error: "),
+    (["data", "info", "/nonexistent/corpus"], "hero data info: error: "),
+    (["eval", "retrieval", "--submission", "/nonexistent/sub.json", "--gt", str(DIDEMO / "gt.jsonl")],
+     "hero eval retrieval: error: "),
+    (["info", "/nonexistent/model"], "hero info: error: "),
+])
+def test_errors_name_the_sub_command(capsys, argv, prefix):
+    from hero.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(prefix), err
+
+
+def _run_into_closed_pipe(*argv: str):
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte, as with `| head -0`
+    try:
+        return subprocess.run([sys.executable, "-m", "hero", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        os.close(write_end)
+
+
+def test_closed_stdout_pipe_exits_quietly():
+    proc = _run_into_closed_pipe("eval", "retrieval", "--submission", str(DIDEMO / "submission.json"),
+                                 "--gt", str(DIDEMO / "gt.jsonl"), "--lenient")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141, (proc.returncode, proc.stderr)  # 128 + SIGPIPE, as a shell reports

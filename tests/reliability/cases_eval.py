@@ -134,7 +134,7 @@ CASES = [
          match=r"note: VCMR: 3 queries with more than 100 predictions"),
     Case("eval-tvr-bad-json-names-file-once", "eval", "TVR submission that is not valid JSON",
          lambda ws: [*_tvr(ws)[:3], str(ws.write("bad.json", "{\"video2idx\": ")), *_tvr(ws)[4:]], defect=19,
-         match=r"^hero eval: error: \S*bad\.json[:\s][^/]*$"),
+         match=r"^hero eval retrieval: error: \S*bad\.json[:\s][^/]*$"),
     Case("eval-tvr-missing-task-key", "eval", "TVR submission with `video2idx` but no VCMR/SVMR/VR list",
          lambda ws: _sub_with(ws, lambda s: s.pop("VCMR")), match=r"none of the tasks"),
     Case("eval-tvr-entry-without-predictions", "eval", "TVR submission entry without its `predictions` key",
