@@ -11,10 +11,32 @@ import pytest
 from hero.cli import COMMANDS, build_parser, main
 
 
-def test_parser_lists_every_command(capsys):
-    help_text = build_parser().format_help()
-    for name in COMMANDS:
-        assert name in help_text
+def _listed_commands(help_text: str) -> dict[str, str]:
+    """``{name: help}`` of the sub-command listing of an argparse help text (wrapped lines joined)."""
+    listed: dict[str, str] = {}
+    section = help_text.split("positional arguments:")[1].split("options:")[0]
+    name = None
+    for line in section.splitlines()[2:]:  # skip the metavar line
+        indent = len(line) - len(line.lstrip())
+        words = line.split(None, 1)
+        if indent == 4:  # a command name, with its help on the same line or the next
+            name = words[0]
+            listed[name] = words[1] if len(words) > 1 else ""
+        elif words and name is not None:
+            listed[name] = (listed[name] + " " + line.strip()).strip()
+    return listed
+
+
+def test_parser_lists_every_command_with_its_help(capsys):
+    listed = _listed_commands(build_parser().format_help())
+    assert list(listed) == list(COMMANDS)
+    assert listed == {name: " ".join(text.split()) for name, (text, _) in COMMANDS.items()}
+    for name in COMMANDS:  # every command builds its own parser and explains itself
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: hero {name} ") and " ".join(COMMANDS[name][0].split()) in " ".join(out.split())
 
 
 @pytest.mark.slow

@@ -19,8 +19,26 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, cap.out, cap.err
 
 
-def test_registered():
-    assert COMMANDS["eval"][1] == "hero.commands.eval"
+def test_registered_with_its_four_kinds(capsys):
+    """``hero eval`` is in the command table, lists exactly its four kinds, and wants one."""
+    assert "eval" in COMMANDS
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    section = out.split("positional arguments:")[1].split("options:")[0]
+    listed = [line.split()[0] for line in section.splitlines() if line.startswith("    ") and line[4] != " "]
+    assert listed == ["retrieval", "qa", "violin", "caption"]
+    for kind in ("retrieval", "qa", "violin", "caption"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["eval", kind, "--help"])
+        assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"usage: hero eval {kind} ")
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval"])
+    assert exit_.value.code == 2 and "hero eval" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "bleu"])
+    assert exit_.value.code == 2 and "invalid choice: 'bleu'" in capsys.readouterr().err
 
 
 def test_retrieval_prints_and_writes_official_metrics(tmp_path, capsys):
