@@ -14,8 +14,12 @@ Token ids (CLS/PAD/SEP/MASK) belong to the tokenizer, not to the model: see `Tex
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
+
+from hero.errors import HeroError, SettingError
 
 BACKBONES = ("hero", "f-trm", "h-trm")
 """Names of the video encoders `hero.model.build_backbone` builds."""
@@ -100,12 +104,8 @@ class HeroConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HeroConfig:
-        """Build from a dict, rejecting unknown keys (typos are errors, not silent defaults)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown HeroConfig keys: {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
+        """Build from a dict (`from_dict`): unknown keys and values of the wrong type are errors."""
+        return from_dict(cls, data, where=cls.__name__)
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> HeroConfig:
@@ -222,9 +222,121 @@ class TextTokens:
         return cls(**data)
 
 
+# ---------------------------------------------------------------------------------------------
+# The typed dict-to-dataclass loader
+# ---------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def convert_value(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a (YAML or JSON) value to the annotated type ``tp``; errors name ``where``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert_value(value, arg, where)
+            except HeroError as err:
+                errors.append(str(err))
+        raise HeroError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise HeroError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (dict,):
+        if not isinstance(value, dict):
+            raise HeroError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return {convert_value(k, kt, where): convert_value(v, vt, _join(where, k)) for k, v in value.items()}
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise HeroError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise HeroError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(convert_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        items = [convert_value(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise HeroError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HeroError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise HeroError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise HeroError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise HeroError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a (nested) dict: values checked and converted to the annotated
+    types (nested dataclasses, tuples, unions), unknown keys an error naming ``where.key``. The one
+    loader of every config dataclass (model, run, task settings); a `HeroError` on bad input."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise HeroError(f"{where or 'config'}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+                        f"known keys: {', '.join(sorted(known))}")
+    kwargs = {name: convert_value(value, hints[name], _join(where, name)) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except SettingError as err:
+        raise err.at(where) from None
+    except HeroError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise HeroError(f"{where}: {err}" if where else str(err)) from None
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (tree) as plain YAML-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
 __all__ = [
     "HeroConfig",
     "TextTokens",
+    "convert_value",
+    "from_dict",
+    "to_dict",
     "PRESETS",
     "hero_base",
     "hero_small",

@@ -9,7 +9,11 @@ with B clips each give the same loss and gradients as one process with N·B clip
   deprecated in recent torch, so the same autograd rule is written here on plain collectives);
 * means are over the global number of items (see ``normalizer`` in `hero.train.engine`).
 
-Only ``torch.distributed`` is used; nothing here starts or configures a process group.
+Also the two helpers inference needs outside training: `all_gather_objects` (every rank's
+predictions) and `pick_device` (``auto``/``cpu``/``cuda``).
+
+Only ``torch.distributed`` is used; nothing here starts or configures a process group (that is
+`hero.train.distributed.setup`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from hero.errors import HeroError
 
 
 def is_distributed() -> bool:
@@ -29,6 +35,29 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda`` (GPU ``local_rank`` modulo the count, made current)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise HeroError("train.device=cuda, but no CUDA device is available")
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "cpu":
+        return torch.device("cpu")
+    raise HeroError(f"train.device must be auto, cpu or cuda, got {name!r}")
+
+
+def all_gather_objects(obj):
+    """Every rank's ``obj`` in rank order (a list of one in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _pad_to(x: Tensor, sizes: tuple[int, ...]) -> Tensor:

@@ -134,7 +134,8 @@ def baseline(corpus: Path, budget: Budget, *, task: str, seed: int = 0, eval_spl
 
     from hero.data.corpus import Corpus
     from hero.tasks import get_task
-    from hero.train.finetune import build_task_model, task_settings
+    from hero.tasks.load import task_settings
+    from hero.train.finetune import build_task_model
 
     c = Corpus(corpus)
     t = get_task(task)

@@ -222,6 +222,34 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 _DISK_FULL = {28: "no space left on device", 122: "disk quota exceeded", 27: "file too large"}  # ENOSPC, EDQUOT, EFBIG
 
 
+RUN_LOG_FILE = "log.jsonl"
+"""The training log of a run directory (written by `hero.train.logging`, drawn by `hero.viz.curves`)."""
+
+
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Records of a run's ``log.jsonl`` (a run directory or the file itself). Only the last line
+    may be cut short (a killed run): it is dropped; any other bad line is an error ``file:line``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUN_LOG_FILE
+    if not path.is_file():
+        raise HeroError(f"{path}: no training log here")
+    out = []
+    lines = read_text(path).splitlines()
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                if i != len(lines):  # only the last line may be cut short
+                    raise HeroError(f"{path}:{i}: invalid JSON ({json_problem(err, line)})") from None
+                continue
+            if not isinstance(rec, dict):
+                raise HeroError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
+            out.append(rec)
+    return out
+
+
 def disk_full_reason(err: BaseException) -> str | None:
     """Why ``err`` is a full disk (``"no space left on device"``, ...), or None when it is not one.
 

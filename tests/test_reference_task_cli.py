@@ -136,7 +136,7 @@ def test_reference_task_checkpoint_converts_and_predicts(task_name, corpus_dir, 
 
 
 def test_a_checkpoint_without_the_task_head_is_refused(corpus_dir, tmp_path):
-    from hero.train.reference import load_reference_task_model
+    from hero.tasks.load import load_reference_task_model
 
     run = tmp_path / "run"
     write_reference_run(run, "violin", corpus_dir)

@@ -46,7 +46,7 @@ def _convert(args: argparse.Namespace) -> int:
         model = HeroForPretraining.from_reference(args.checkpoint, num_attention_heads=args.num_heads,
                                                   vocab_size=args.vocab_size)
     else:
-        from hero.train.reference import load_reference_task_model
+        from hero.tasks.load import load_reference_task_model
 
         task_obj, _, model, _ = load_reference_task_model(args.checkpoint, task, num_attention_heads=args.num_heads,
                                                           vocab_size=args.vocab_size)

@@ -5,7 +5,7 @@ task checkpoint) over a split and writes its predictions in the task's official 
 submission JSON, ``{qid: answer}`` JSON, TVC JSONL, ...). With ``--eval`` it also scores them
 against the split's annotations.
 
-A reference checkpoint (``.../ckpt/model_step_N.pt``) is loaded as `hero.train.reference`
+A reference checkpoint (``.../ckpt/model_step_N.pt``) is loaded as `hero.tasks.load`
 describes: its task from ``--task``, else from its keys or ``../log/hps.json``; its task settings
 from ``../log/hps.json``, then the ``key=value`` arguments.
 """
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from hero.data.corpus import Corpus
     from hero.errors import HeroError, NonFiniteError
     from hero.io import write_json_atomic
+    from hero.tasks.load import load_task_model
     from hero.train.distributed import setup
-    from hero.train.finetune import load_task_model
 
     overrides = {}
     for kv in args.task_config:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         except yaml.YAMLError as err:
             raise HeroError(f"--task-config {kv!r}: cannot parse the value ({' '.join(str(err).split())})") from None
     if args.model.is_file():
-        from hero.train.reference import load_reference_task_model
+        from hero.tasks.load import load_reference_task_model
 
         task, cfg, model, how = load_reference_task_model(args.model, args.task, overrides)
         print(f"{args.model}: reference {task.name} checkpoint ({how}); {model.load_report.summary().splitlines()[0]}")

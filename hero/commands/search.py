@@ -63,12 +63,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_index(args: argparse.Namespace) -> int:
     from hero.data.corpus import Corpus
+    from hero.distributed import pick_device
     from hero.errors import HeroError
+    from hero.model.checkpoint import resolve_model_dir
     from hero.search import build_index
+    from hero.tasks.load import load_task_model
     from hero.tasks.retrieval import HeroForVcmr, split_videos
-    from hero.train.checkpoint import resolve_model_dir
-    from hero.train.distributed import pick_device
-    from hero.train.finetune import load_task_model
 
     model_dir = resolve_model_dir(args.model)
     _, cfg, model = load_task_model(model_dir)
@@ -92,10 +92,10 @@ def _run_search(args: argparse.Namespace) -> int:
     import json
     import sys
 
+    from hero.distributed import pick_device
     from hero.errors import HeroError
     from hero.search import SearchIndex
     from hero.tasks.retrieval import inference_query_limit
-    from hero.train.distributed import pick_device
 
     text = " ".join(args.query)
     if not text.strip():

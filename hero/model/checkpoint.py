@@ -237,6 +237,39 @@ def load_weights(model: nn.Module, directory: str | os.PathLike, strict: bool = 
     return report
 
 
+# A run directory of `hero pretrain` / `hero finetune`: RUN/model/ (the final model) and
+# RUN/checkpoints/step-NNNNNNNN/ (training checkpoints, each with this format's model files), the
+# newest complete one named by RUN/checkpoints/latest (written by `hero.train.checkpoint`).
+LATEST = "latest"
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint ``RUN/checkpoints/latest`` names, or None when the run has none."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text().strip()
+    if not (path / "trainer_state.json").is_file():
+        raise HeroError(f"{pointer}: names {path.name}, which is not a complete checkpoint")
+    return path
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """A directory holding ``config.json`` + ``model.safetensors`` for ``path``: itself, a
+    training checkpoint, or a run directory (its final model, else its latest checkpoint)."""
+    path = Path(path)
+    if (path / WEIGHTS_FILE).is_file():
+        return path
+    if (path / "model" / WEIGHTS_FILE).is_file():
+        return path / "model"
+    latest = latest_checkpoint(path) if (path / "checkpoints").is_dir() else None
+    if latest is not None:
+        return latest
+    raise HeroError(f"{path}: no model here (expected config.json + model.safetensors, a run directory "
+                    f"with model/ or checkpoints/, or a training checkpoint)")
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 (hex) of a file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()

@@ -331,7 +331,7 @@ class SearchIndex:
         self.interval = float(self.meta["frame_interval"])
 
     def _load_model(self, overrides: dict[str, Any] | None):
-        from hero.train.finetune import load_task_model
+        from hero.tasks.load import load_task_model
 
         info = self.meta.get("model") or {}
         path = info.get("path")

@@ -676,7 +676,7 @@ def predict(model: HeroForVcmr, corpus: Any, dataset: str, split: str, cfg: Retr
     is sharded and gathered, queries are split across ranks and their lists gathered, and every
     rank returns the whole submission. SVMR needs every query's video (a test split has none).
     """
-    from hero.train.distributed import all_gather_objects
+    from hero.distributed import all_gather_objects
 
     records = _records(corpus, dataset, split)
     vids, video2idx = split_videos(corpus, dataset, split, records)

@@ -80,8 +80,7 @@ def check_init(spec: ModelSpec) -> None:
         if not os.access(path, os.R_OK):
             raise HeroError(f"model.init: {path}: not readable")
         return
-    from hero.model.checkpoint import read_config
-    from hero.train.checkpoint import resolve_model_dir
+    from hero.model.checkpoint import read_config, resolve_model_dir
 
     if not Path(init).exists():
         raise HeroError(f"model.init: {init}: no such file or directory")
@@ -125,8 +124,7 @@ def initialise(model: nn.Module, spec: ModelSpec, log=print) -> None:
         path = init[len("reference:"):]
         report = load_reference_state_dict(model, read_reference_checkpoint(path), source=path)
     else:
-        from hero.model.checkpoint import load_weights
-        from hero.train.checkpoint import resolve_model_dir
+        from hero.model.checkpoint import load_weights, resolve_model_dir
 
         report = load_weights(model, resolve_model_dir(init))
     log(f"initialised from {init}: {report.summary().splitlines()[0]}")

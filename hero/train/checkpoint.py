@@ -30,11 +30,18 @@ from torch import nn
 
 from hero.errors import HeroError
 from hero.io import honour_umask, read_json, write_text_atomic, writing
-from hero.model.checkpoint import read_safetensors, write_model_files
+
+# latest_checkpoint and resolve_model_dir live beside the model format; re-exported for the engine
+from hero.model.checkpoint import (  # noqa: F401
+    LATEST,
+    latest_checkpoint,
+    read_safetensors,
+    resolve_model_dir,
+    write_model_files,
+)
 
 FORMAT = "hero-train-state"
 FORMAT_VERSION = 1
-LATEST = "latest"
 # Names this module gives the entries of RUN/checkpoints (nothing else there is ever removed).
 _STEP_DIR = re.compile(r"step-\d{8}")
 _STEP_TMP = re.compile(r"\.step-\d{8}\.tmp-\d+")
@@ -146,18 +153,6 @@ def prune(root: Path, keep_last: int) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint ``latest`` names, or None when the run has none."""
-    root = Path(run_dir) / "checkpoints"
-    pointer = root / LATEST
-    if not pointer.is_file():
-        return None
-    path = root / pointer.read_text().strip()
-    if not (path / "trainer_state.json").is_file():
-        raise HeroError(f"{pointer}: names {path.name}, which is not a complete checkpoint")
-    return path
-
-
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     state = read_json(path / "trainer_state.json", expect=dict)
@@ -193,18 +188,3 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A directory holding ``config.json`` + ``model.safetensors`` for ``path``: itself, a
-    training checkpoint, or a run directory (its final model, else its latest checkpoint)."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    if (path / "model" / "model.safetensors").is_file():
-        return path / "model"
-    latest = latest_checkpoint(path) if (path / "checkpoints").is_dir() else None
-    if latest is not None:
-        return latest
-    raise HeroError(f"{path}: no model here (expected config.json + model.safetensors, a run directory "
-                    f"with model/ or checkpoints/, or a training checkpoint)")

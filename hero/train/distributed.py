@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from hero.errors import HeroError
+from hero.distributed import all_gather_objects, pick_device
+
+__all__ = ["DistEnv", "all_gather_objects", "all_reduce_", "barrier", "pick_device", "setup", "teardown"]
 
 
 @dataclass(frozen=True)
@@ -31,19 +33,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise HeroError("train.device=cuda, but no CUDA device is available")
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "cpu":
-        return torch.device("cpu")
-    raise HeroError(f"train.device must be auto, cpu or cuda, got {name!r}")
 
 
 def setup(device: str = "auto") -> DistEnv:
@@ -66,15 +55,6 @@ def barrier() -> None:
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def all_gather_objects(obj):
-    """Every rank's ``obj`` in rank order (a list of one in a single process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def all_reduce_(t: torch.Tensor) -> torch.Tensor:

@@ -25,8 +25,9 @@ import torch
 from hero.errors import HeroError, check_settings
 from hero.io import write_json_atomic
 from hero.tasks import get_task, prediction_suffix, write_task_predictions
+from hero.tasks.load import load_task_model, task_settings  # noqa: F401  (load_task_model: re-exported)
 from hero.train.build import check_device, check_init, hero_config, initialise
-from hero.train.config import ModelSpec, OptimConfig, TrainConfig, from_dict
+from hero.train.config import ModelSpec, OptimConfig, TrainConfig
 from hero.train.data import derive_seed
 from hero.train.distributed import barrier, setup
 from hero.train.engine import Engine
@@ -59,14 +60,6 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_settings(self, "", max_clip_len=">=1", eval_batch_size=">=1")
-
-
-def task_settings(task: Any, values: dict[str, Any], where: str = "task_config") -> Any:
-    try:
-        return from_dict(task.config_class, values, where=where)
-    except HeroError as err:
-        text = str(err)
-        raise HeroError(text if text.startswith(where) else f"{where}: {text}") from None
 
 
 @dataclass
@@ -187,23 +180,6 @@ class TaskStep:
 def build_task_model(task: Any, cfg: Any, spec: ModelSpec, corpus: Any):
     torch.manual_seed(0)
     return task.model_class(hero_config(spec, corpus), cfg)
-
-
-def load_task_model(directory: str | Path, task_overrides: dict[str, Any] | None = None):
-    """A fine-tuned model saved by this recipe (or any task checkpoint): ``(task, cfg, model)``."""
-    from hero.config import HeroConfig
-    from hero.model.checkpoint import load_weights, read_config
-    from hero.tasks import task_of_model
-    from hero.train.checkpoint import resolve_model_dir
-
-    directory = resolve_model_dir(directory)
-    meta = read_config(directory)
-    task = task_of_model(meta["architecture"])
-    cfg = task_settings(task, {**meta.get("task_config", {}), **(task_overrides or {})},
-                        where=f"{directory}/config.json task_config")
-    model = task.model_class(HeroConfig.from_dict(meta["config"]), cfg)
-    load_weights(model, directory, strict=True)
-    return task, cfg, model
 
 
 def run_finetune(config: FinetuneConfig, log=print) -> dict[str, Any]:

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hero.io import json_problem, read_text, write_text_atomic
-
-LOG_FILE = "log.jsonl"
+from hero.io import RUN_LOG_FILE as LOG_FILE
+from hero.io import read_log as read_log  # its home is hero.io (figures read logs); re-exported
+from hero.io import read_text, write_text_atomic
 
 
 def truncate_log(path: Path, last_step: int) -> None:
@@ -40,33 +40,6 @@ def truncate_log(path: Path, last_step: int) -> None:
         if isinstance(rec, dict) and rec.get("step", 0) <= last_step:
             kept.append(line)
     write_text_atomic(path, "".join(k + "\n" for k in kept))
-
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a ``log.jsonl`` (a run directory or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / LOG_FILE
-    if not path.is_file():
-        from hero.errors import HeroError
-
-        raise HeroError(f"{path}: no training log here")
-    from hero.errors import HeroError
-
-    out = []
-    lines = read_text(path).splitlines()
-    for i, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                if i != len(lines):  # only the last line may be cut short
-                    raise HeroError(f"{path}:{i}: invalid JSON ({json_problem(err, line)})") from None
-                continue
-            if not isinstance(rec, dict):
-                raise HeroError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-            out.append(rec)
-    return out
 
 
 class RunLogger:

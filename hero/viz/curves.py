@@ -40,7 +40,7 @@ def plot_loss_curves(run_dir: str | Path, out: str | Path, smooth: int = 0) -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hero.train.logging import read_log
+    from hero.io import read_log
 
     series = loss_series(read_log(run_dir))
     if not series:

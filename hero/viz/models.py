@@ -13,8 +13,7 @@ def load_any_model(directory: str | Path) -> nn.Module:
     Every model of the package holds the backbone as ``.hero``; figures only use that and, for
     retrieval figures, the task's own inference.
     """
-    from hero.model.checkpoint import read_config
-    from hero.train.checkpoint import resolve_model_dir
+    from hero.model.checkpoint import read_config, resolve_model_dir
 
     directory = resolve_model_dir(directory)
     architecture = read_config(directory).get("architecture")
@@ -22,6 +21,6 @@ def load_any_model(directory: str | Path) -> nn.Module:
         from hero.objectives import HeroForPretraining
 
         return HeroForPretraining.from_pretrained(directory).eval()
-    from hero.train.finetune import load_task_model
+    from hero.tasks.load import load_task_model
 
     return load_task_model(directory)[2].eval()

@@ -76,7 +76,7 @@ def _nan_model(ws: Workspace) -> Path:
     diverged fine-tuning run leaves behind."""
     import torch
 
-    from hero.train.finetune import load_task_model
+    from hero.tasks.load import load_task_model
 
     _, _, model = load_task_model(ws.vcmr_run() / "model")
     with torch.no_grad():
