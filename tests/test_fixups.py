@@ -243,3 +243,40 @@ def test_closed_stdout_pipe_exits_quietly():
                                  "--gt", str(DIDEMO / "gt.jsonl"), "--lenient")
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.returncode == 141, (proc.returncode, proc.stderr)  # 128 + SIGPIPE, as a shell reports
+
+
+# -- numeric options are range-checked by argparse (hero/argtypes.py) ------------------------------
+
+RANGE_CASES = [
+    (["predict", "--model", "m", "--corpus", "c", "--task", "vcmr", "--out", "o.json", "--batch-size", "0"],
+     "--batch-size", "integer >= 1"),
+    (["predict", "--model", "m", "--corpus", "c", "--task", "vcmr", "--out", "o.json", "--max-clip-len", "-3"],
+     "--max-clip-len", "integer >= 1"),
+    (["extract", "--videos", "v", "--out", "o", "--interval", "0"], "--interval", "number > 0"),
+    (["extract", "--videos", "v", "--out", "o", "--interval", "nan"], "--interval", "finite"),
+    (["extract", "--videos", "v", "--out", "o", "--batch-size", "-1"], "--batch-size", "integer >= 1"),
+    (["data", "build", "--features", "f", "--out", "o", "--max-frames", "0"], "--max-frames", "integer >= 1"),
+    (["data", "build", "--features", "f", "--out", "o", "--interval", "-1.5"], "--interval", "number > 0"),
+    (["data", "from-reference", "--video-db", "v", "--out", "o", "--max-frames", "-1"], "--max-frames", ">= 1"),
+    (["data", "prepare", "tvr", "--raw", "r", "--features", "f", "--out", "o", "--max-frames", "0"],
+     "--max-frames", ">= 1"),
+    (["quickstart", "--out", "o", "--pretrain-steps", "-5"], "--pretrain-steps", "integer >= 1"),
+    (["quickstart", "--out", "o", "--seed", "-1"], "--seed", "integer >= 0"),
+    (["ablate", "--out", "o", "--finetune-steps", "0"], "--finetune-steps", "integer >= 1"),
+    (["plot", "--run", "r", "--out", "o.png", "--smooth", "-2"], "--smooth", "integer >= 0"),
+    (["figure", "attention", "--model", "m", "--corpus", "c", "--out", "o.png", "--group", "-1"], "--group", ">= 0"),
+    (["convert", "in.pt", "out", "--num-heads", "0"], "--num-heads", "integer >= 1"),
+    (["search", "--index", "i", "alice", "--top", "0"], "--top", "integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("argv, option, words", RANGE_CASES, ids=[" ".join(c[0][:2]) + c[1] for c in RANGE_CASES])
+def test_numeric_options_are_range_checked(capsys, argv, option, words):
+    from hero.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    line = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(line) == 1 and f"argument {option}: " in line[0] and words in line[0], err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hero.argtypes import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/ablate"),
@@ -12,8 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "any other non-empty folder is refused")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--tables", default="1,2", help="which tables: 1 (pre-training tasks), 2 (model design)")
-    p.add_argument("--pretrain-steps", type=int, default=None)
-    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of every task")
+    p.add_argument("--pretrain-steps", type=positive_int, default=None)
+    p.add_argument("--finetune-steps", type=positive_int, default=None, help="fine-tuning steps of every task")
 
 
 def _ints(text: str, what: str) -> list[int]:

@@ -6,13 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
+from hero.argtypes import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     if name == "convert":
         p.add_argument("checkpoint", type=Path, help="reference .pt file (e.g. hero-tv-ht100.pt)")
         p.add_argument("out", type=Path, help="output directory (safetensors + config.json)")
-        p.add_argument("--num-heads", type=int, default=None, help="attention heads (default hidden/64)")
-        p.add_argument("--vocab-size", type=int, default=None, help="real vocabulary (default 50265 for RoBERTa)")
+        p.add_argument("--num-heads", type=positive_int, default=None, help="attention heads (default hidden/64)")
+        p.add_argument("--vocab-size", type=positive_int, default=None,
+                       help="real vocabulary (default 50265 for RoBERTa)")
         p.add_argument("--task", default=None,
                        help="pretrain, vcmr, vr, qa, violin or tvc (default: from the checkpoint's head keys, else "
                             "the task in ../log/hps.json, else pretrain)")

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hero.argtypes import positive_float, positive_int
 from hero.errors import HeroError
 from hero.io import iter_jsonl
 
@@ -71,11 +72,11 @@ class build:  # noqa: N801 - a namespace with the sub-command's two functions
         tok = p.add_mutually_exclusive_group()
         tok.add_argument("--tokenizer", default="roberta-base", metavar="NAME_OR_DIR",
                          help="Hugging Face tokenizer name or directory (default roberta-base)")
-        tok.add_argument("--train-tokenizer", type=int, metavar="VOCAB",
+        tok.add_argument("--train-tokenizer", type=positive_int, metavar="VOCAB",
                          help="train a byte-level BPE of this size on the subtitles (offline) and ship it")
-        p.add_argument("--interval", type=float, default=1.5, help="seconds per feature frame (default 1.5)")
+        p.add_argument("--interval", type=positive_float, default=1.5, help="seconds per feature frame (default 1.5)")
         p.add_argument("--name", help="corpus name (default: the --out directory name)")
-        p.add_argument("--max-frames", type=int, default=100, help="frames a clip keeps at read time")
+        p.add_argument("--max-frames", type=positive_int, default=100, help="frames a clip keeps at read time")
         p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="feature storage")
         p.add_argument("--strict", action="store_true", help="stop at the first skipped record")
         p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
@@ -210,9 +211,9 @@ class from_reference:  # noqa: N801
         p.add_argument("--out", required=True, type=Path, help="corpus directory to create")
         p.add_argument("--tokenizer", default="roberta-base", metavar="NAME_OR_DIR",
                        help="the tokenizer of the db's token ids (reference: roberta-base)")
-        p.add_argument("--interval", type=float, help="seconds per frame (default: from the video_db name)")
+        p.add_argument("--interval", type=positive_float, help="seconds per frame (default: from the video_db name)")
         p.add_argument("--name", help="corpus name (default: the video_db dataset directory name)")
-        p.add_argument("--max-frames", type=int, default=100, help="frames a clip keeps at read time")
+        p.add_argument("--max-frames", type=positive_int, default=100, help="frames a clip keeps at read time")
         p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="feature storage")
         p.add_argument("--strict", action="store_true", help="stop at the first skipped record")
         p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from hero.argtypes import nonnegative_int, positive_float, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from hero.extract.presets import DEFAULT_PRESET, PRESETS  # a plain table, light to import
@@ -24,12 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "built-in backbone)")
     p.add_argument("--random-init", action="store_true",
                    help="allow backbones without weights (random features, for testing only)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init weights")
-    p.add_argument("--interval", type=float, default=1.5,
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of --random-init weights")
+    p.add_argument("--interval", type=positive_float, default=1.5,
                    help="seconds per feature: 1.5 for TV/TVR/VIOLIN/DiDeMo, 2 for MSR-VTT/HowTo100M")
     p.add_argument("--store", default=None,
                    help="also pack the features into our video store at this path (hero.data.stores)")
-    p.add_argument("--batch-size", type=int, default=16, help="frames (ResNet) or clips (SlowFast) per forward")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="frames (ResNet) or clips (SlowFast) per forward")
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
@@ -37,9 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         + " (default: %(default)s)")
     p.add_argument("--resnet-crop", choices=("none", "center"), default="none",
                    help="none: whole frame, short side 224 (the reference); center: short side 256, 224 crop")
-    p.add_argument("--size", type=int, default=224, help="input resolution (224 = reference; smaller for tests)")
-    p.add_argument("--width", type=int, default=64, help=argparse.SUPPRESS)  # test-only network width
-    p.add_argument("--limit", type=int, default=None, help="only the first N videos (by id)")
+    p.add_argument("--size", type=positive_int, default=224,
+                   help="input resolution (224 = reference; smaller for tests)")
+    p.add_argument("--width", type=positive_int, default=64, help=argparse.SUPPRESS)  # test-only network width
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N videos (by id)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load weights files that hold more than tensors (only for files you trust)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hero.argtypes import nonnegative_int
+
 FIGURES = ("attention", "moments", "curves")
 
 
@@ -21,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, help="prepared dataset directory (attention, moments)")
     p.add_argument("--run", type=Path, help="run directory with log.jsonl (curves)")
     p.add_argument("--vid", help="video id (attention; default: the first video)")
-    p.add_argument("--group", type=int, default=None,
+    p.add_argument("--group", type=nonnegative_int, default=None,
                    help="subtitle group of the video (attention; default: the group with most frames)")
     p.add_argument("--dataset", default="tvr", help="retrieval annotations (moments)")
     p.add_argument("--split", default="val", help="annotation split (moments)")

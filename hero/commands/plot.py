@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hero.argtypes import nonnegative_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, help="a run directory (holds log.jsonl)")
     p.add_argument("--out", type=Path, default=None, help="PNG path (default RUN_DIR/loss_curves.png)")
-    p.add_argument("--smooth", type=int, default=0, help="moving-average window in steps (0 = auto)")
+    p.add_argument("--smooth", type=nonnegative_int, default=0, help="moving-average window in steps (0 = auto)")
 
 
 def run(args: argparse.Namespace) -> int:

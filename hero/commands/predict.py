@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hero.argtypes import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path,
@@ -26,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="annotation dataset, e.g. tvr, tvqa, violin, tvc")
     p.add_argument("--split", default="val")
     p.add_argument("--out", required=True, type=Path, help="prediction file to write")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-clip-len", type=int, default=100)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-clip-len", type=positive_int, default=100)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--eval", action="store_true", help="also score the predictions (needs ground truth)")
     p.add_argument("task_config", nargs="*", metavar="key=value", help="task settings to change for inference")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hero.argtypes import nonnegative_int, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"),
                    help="run folder: created, or replaced when an earlier `hero quickstart` made it; "
                    "any other non-empty folder is refused")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pretrain-steps", type=int, default=None, help="pre-training steps (default: the quickstart's)")
-    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps of every task")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--pretrain-steps", type=positive_int, default=None,
+                   help="pre-training steps (default: the quickstart's)")
+    p.add_argument("--finetune-steps", type=positive_int, default=None, help="fine-tuning steps of every task")
     p.add_argument("--tasks", default="vcmr,video_qa,violin,tvc",
                    help="comma-separated tasks to fine-tune (vcmr, video_qa, violin, tvc)")
 

@@ -12,16 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def positive_int(text: str) -> int:
-    """argparse ``type=``: an integer ≥ 1 (argparse then prints its one-line error and exits 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
-    return value
+from hero.argtypes import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str = "search") -> None:

@@ -100,3 +100,32 @@ def _cut_gzip(ws: Workspace) -> Path:
     data = gzip.compress(json.dumps({"video2idx": {"v": 0}, "VR": [{"desc_id": 0, "predictions": [[0, 0, 1, 1]]}]
                                      * 200}).encode())
     return ws.write("sub.json.gz", data[: len(data) // 2])
+
+CASES += [
+    # -- defect 9 kind: numeric options of every command are range-checked ---------------------
+    Case("fixups-predict-batch-size-0", "cli", "`hero predict --batch-size 0`",
+         lambda ws: ["predict", "--model", str(ws.tmp / "m"), "--corpus", str(ws.tmp / "c"), "--task", "vcmr",
+                     "--out", str(ws.tmp / "p.json"), "--batch-size", "0"], defect=9,
+         match=r"argument --batch-size: must be an integer >= 1, got 0"),
+    Case("fixups-predict-max-clip-len-negative", "cli", "`hero predict --max-clip-len -3`",
+         lambda ws: ["predict", "--model", str(ws.tmp / "m"), "--corpus", str(ws.tmp / "c"), "--task", "vcmr",
+                     "--out", str(ws.tmp / "p.json"), "--max-clip-len", "-3"], defect=9,
+         match=r"argument --max-clip-len: must be an integer >= 1, got -3"),
+    Case("fixups-extract-interval-nan", "cli", "`hero extract --interval nan`",
+         lambda ws: ["extract", "--videos", str(ws.tmp), "--out", str(ws.tmp / "f"), "--interval", "nan"], defect=9,
+         match=r"argument --interval: expected a finite number"),
+    Case("fixups-data-build-max-frames-0", "cli", "`hero data build --max-frames 0`",
+         lambda ws: ["data", "build", "--features", str(ws.tmp), "--out", str(ws.tmp / "c"), "--max-frames", "0"],
+         defect=9, match=r"^hero data build: error: argument --max-frames: must be an integer >= 1"),
+    Case("fixups-quickstart-steps-negative", "cli", "`hero quickstart --pretrain-steps -5`",
+         lambda ws: ["quickstart", "--out", str(ws.tmp / "q"), "--pretrain-steps", "-5"], defect=9,
+         match=r"argument --pretrain-steps: must be an integer >= 1, got -5",
+         check=lambda ws, o: _nothing_created(ws, "q")),
+    Case("fixups-plot-smooth-negative", "cli", "`hero plot --smooth -2`",
+         lambda ws: ["plot", "--run", str(ws.tmp), "--out", str(ws.tmp / "c.png"), "--smooth", "-2"], defect=9,
+         match=r"argument --smooth: must be an integer >= 0"),
+]
+
+
+def _nothing_created(ws: Workspace, name: str) -> None:
+    assert not (ws.tmp / name).exists(), f"{name} was created by a command that refused its options"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hero.argtypes import positive_float, positive_int
 from hero.errors import HeroError
 
 
@@ -77,11 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tok = parser.add_mutually_exclusive_group()
     tok.add_argument("--tokenizer", default="roberta-base",
                      help="Hugging Face tokenizer name or directory (default roberta-base)")
-    tok.add_argument("--train-tokenizer", type=int, metavar="VOCAB",
+    tok.add_argument("--train-tokenizer", type=positive_int, metavar="VOCAB",
                      help="train a byte-level BPE of this size on the subtitles and annotations (offline)")
     parser.add_argument("--name", help="corpus name (default: the dataset family, e.g. tv)")
-    parser.add_argument("--frame-interval", type=float, help="seconds per feature frame (default per dataset)")
-    parser.add_argument("--max-frames", type=int, default=100, help="frames a clip keeps at read time")
+    parser.add_argument("--frame-interval", type=positive_float, help="seconds per feature frame (default per dataset)")
+    parser.add_argument("--max-frames", type=positive_int, default=100, help="frames a clip keeps at read time")
     parser.add_argument("--strict", action="store_true", help="stop at the first skipped record")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
 
