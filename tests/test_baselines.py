@@ -62,6 +62,24 @@ def test_flat_trm_mixes_only_within_a_clip(clips):
     assert length == out.shape[1]
 
 
+def test_flat_trm_is_composed_of_heros_shared_parts(clips):
+    """F-TRM holds HERO's Cross-modal Transformer and query encoder under the same names (no second
+    stage), so the shared weights of a HERO model load into it and give the same query vectors."""
+    torch.manual_seed(0)
+    hero = Hero(_config("hero")).eval()
+    flat = FlatTrm(_config("f-trm")).eval()
+    assert not isinstance(flat, Hero)
+    assert {n.split(".")[0] for n, _ in flat.named_parameters()} == {"f_encoder", "q_encoder"}
+    shared = {k: v for k, v in hero.state_dict().items() if k.startswith(("f_encoder.", "q_encoder."))}
+    assert list(shared) == list(flat.state_dict())
+    flat.load_state_dict(shared)
+    ids = torch.randint(4, 1000, (2, 6))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    torch.testing.assert_close(flat.encode_query(ids, mask), hero.encode_query(ids, mask))
+    assert flat.word_embeddings is flat.f_encoder.embeddings.word_embeddings
+    assert flat.f_encoder.img_embeddings.mask_embedding.weight[0].abs().sum() == 0  # Hero's initialisation
+
+
 def test_hierarchical_trm_adds_max_pooled_sentence_encodings(clips):
     torch.manual_seed(0)
     model = HierarchicalTrm(_config("h-trm")).eval()

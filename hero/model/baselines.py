@@ -10,7 +10,9 @@ over clips or subtitles).
   ``[all frames ; the tokens of all subtitle sentences]``. Its depth is ``num_cross_layers`` (set it
   to cross + temporal layers for a like-for-like comparison). It has no frame-level second stage,
   so FOM and VSM's span structure do not apply as in HERO (footnote 11: pre-train it with
-  MLM + MNCE); FOM raises.
+  MLM + MNCE); FOM raises. It is composed of the parts it has (HERO's Cross-modal Transformer,
+  run once over the flat sequence, and HERO's query encoder), with the same parameter names as
+  in `Hero`, so HERO checkpoints load into it (without the parts it lacks).
 * **H-TRM** (footnote 8): no cross-modal fusion. Each subtitle sentence is encoded alone by the
   text transformer (the RoBERTa-initialisable ``f_encoder``), max-pooled, and added to the initial
   embedding (``frame_transform``) of the frames it is aligned to; the Temporal Transformer runs
@@ -20,12 +22,13 @@ over clips or subtitles).
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from hero.config import HeroConfig
 from hero.errors import HeroError
-from hero.model.hero import Hero, VideoInputs
-from hero.model.layers import AttentionLayout
+from hero.model.checkpoint import PretrainedMixin
+from hero.model.hero import CrossModalTransformer, Hero, QueryEncoder, VideoInputs
+from hero.model.layers import AttentionLayout, init_weights
 
 
 def _clip_text_positions(video: VideoInputs) -> tuple[Tensor, Tensor, int]:
@@ -46,13 +49,32 @@ def _clip_text_positions(video: VideoInputs) -> tuple[Tensor, Tensor, int]:
     return clip, pos, int(counts.max()) if counts.numel() else 0
 
 
-class FlatTrm(Hero):
-    """F-TRM: ``[frames ; all subtitle tokens]`` through one Transformer (``num_cross_layers`` deep)."""
+class FlatTrm(nn.Module, PretrainedMixin):
+    """F-TRM: ``[frames ; all subtitle tokens]`` through one Transformer (``num_cross_layers`` deep).
+
+    The `Hero` interface without a second stage: ``f_encoder`` (a `CrossModalTransformer`, used
+    for its embeddings and its layer stack) and ``q_encoder`` (`QueryEncoder`), initialised as in
+    `Hero`; no frame projection, Temporal Transformer or clip-level MFM mask vector.
+    """
+
+    REFERENCE_KEY_MAP = Hero.REFERENCE_KEY_MAP
 
     def __init__(self, config: HeroConfig) -> None:
-        super().__init__(config)
-        # No second stage: the frame projection and the Temporal Transformer do not exist here.
-        del self.c_encoder, self.frame_transform, self.clip_mask_embedding
+        super().__init__()
+        self.config = config
+        self.f_encoder = CrossModalTransformer(config)
+        self.q_encoder = QueryEncoder(config)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """`Hero.reset_parameters` for the parts F-TRM has (the query encoder keeps PyTorch defaults)."""
+        init_weights(self.f_encoder, self.config.initializer_range)
+        with torch.no_grad():
+            self.f_encoder.img_embeddings.mask_embedding.weight[0].zero_()
+
+    # the same word table and query path as HERO (they only use f_encoder and q_encoder)
+    word_embeddings = Hero.word_embeddings
+    encode_query = Hero.encode_query
 
     def _flat(self, video: VideoInputs) -> tuple[Tensor, Tensor, Tensor]:
         """Run the flat sequence; returns outputs ``(B, L+T, D)``, token clip and token position."""
@@ -120,9 +142,12 @@ class HierarchicalTrm(Hero):
         return torch.cat([pooled.index_select(0, cross.frm_group), tokens])
 
 
-BACKBONE_CLASSES: dict[str, type[Hero]] = {"hero": Hero, "f-trm": FlatTrm, "h-trm": HierarchicalTrm}
+Backbone = Hero | FlatTrm
+"""A video encoder with the `Hero` interface: `Hero`, `HierarchicalTrm` (a `Hero`) or `FlatTrm`."""
+
+BACKBONE_CLASSES: dict[str, type[Backbone]] = {"hero": Hero, "f-trm": FlatTrm, "h-trm": HierarchicalTrm}
 
 
-def build_backbone(config: HeroConfig) -> Hero:
+def build_backbone(config: HeroConfig) -> Backbone:
     """The video encoder ``config.backbone`` names (default: HERO)."""
     return BACKBONE_CLASSES[config.backbone](config)
