@@ -36,7 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import inspect
     import json
 
     import torch
@@ -44,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
 
     from hero.data.corpus import Corpus
     from hero.errors import HeroError, NonFiniteError
-    from hero.io import write_json_atomic
     from hero.tasks.load import load_task_model
     from hero.train.distributed import setup
 
@@ -85,15 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise HeroError(f"{args.model}: the model gives {err}; refusing to write {args.out}") from None
     if not env.is_main:
         return 0
-    writer = getattr(task, "write_predictions", None)
-    if writer is not None:
-        # writers that take the task settings (retrieval: the run's NMS threshold) get them
-        if len(inspect.signature(writer).parameters) >= 3:
-            writer(preds, args.out, cfg)
-        else:
-            writer(preds, args.out)
-    else:
-        write_json_atomic(args.out, preds)
+    task.write_predictions(preds, args.out, cfg)  # retrieval's writer reads the run's NMS threshold
     print(f"wrote {args.out}")
     if args.eval:
         metrics = task.evaluate(preds, corpus, args.dataset, args.split, cfg)

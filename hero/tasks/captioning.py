@@ -30,7 +30,6 @@ import math
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,23 +37,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hero.config import HeroConfig
-from hero.data.batch import Clip, Group, collate_video, pad_token_rows
-from hero.errors import HeroError
+from hero.data.batch import collate_video, pad_token_rows
+from hero.errors import HeroError, check_settings
 from hero.io import write_text_atomic
 from hero.model.baselines import build_backbone
-from hero.model.checkpoint import (
-    CheckpointError,
-    PretrainedMixin,
-    load_reference_state_dict,
-    load_weights,
-    read_config,
-    read_reference_checkpoint,
-    reference_config_for,
-)
+from hero.model.checkpoint import CheckpointError
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
 from hero.model.hero import VideoInputs
 from hero.model.layers import MASK_VALUE, AddNorm, Intermediate, activation_dtype, init_weights
 from hero.objectives.mlm import MlmHead
+from hero.tasks.common import TaskModelMixin, context_groups, where
+from hero.tasks.spec import Demo, TaskSpec
 
 IGNORE = -1
 """Target id of padding (ignored by the loss), as in the reference."""
@@ -91,6 +84,9 @@ class TvcConfig:
     TVC run config sets that to this value."""
 
     def __post_init__(self) -> None:
+        check_settings(self, "task_config", max_position_embeddings=">=1", hidden_dropout_prob="[0,1)",
+                       attention_probs_dropout_prob="[0,1)", layer_norm_eps=">0", label_smoothing="[0,1)",
+                       lr_mul=">0")
         problems = []
         for name in ("num_layers", "num_attention_heads", "intermediate_size", "max_txt_len", "max_gen_step"):
             if getattr(self, name) < 1:
@@ -240,7 +236,7 @@ TVC_KEY_MAP: list[tuple[str, str | None]] = [
 ``loss_func.one_hot`` are buffers ignored by every loader)."""
 
 
-class HeroForTvc(nn.Module, PretrainedMixin):
+class HeroForTvc(nn.Module, TaskModelMixin):
     """HERO encoder + caption decoder (reference ``HeroForTvc``).
 
     Attributes:
@@ -257,6 +253,7 @@ class HeroForTvc(nn.Module, PretrainedMixin):
     BASE_LR_PREFIXES = ("hero.", "mlm_head.")
     """Parameters the reference trains at the base learning rate: its LM head lives inside its video
     encoder, so only the decoder and its embeddings get ``lr_mul``."""
+    task_config_class = TvcConfig
 
     def __init__(self, config: HeroConfig, task_config: TvcConfig | None = None) -> None:
         super().__init__()
@@ -319,38 +316,10 @@ class HeroForTvc(nn.Module, PretrainedMixin):
         """Teacher-forced logits ``(C, T, V)`` of a training batch."""
         return self.logits(self.hidden(batch))
 
-    # -- checkpoints ----------------------------------------------------------------------------
-
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, strict: bool = True,
-                        task_config: TvcConfig | None = None) -> HeroForTvc:
-        """Load a saved TVC model; its ``task_config`` comes from ``config.json`` unless given."""
-        meta = read_config(directory)
-        if strict and meta["architecture"] != cls.__name__:
-            raise CheckpointError(f"{directory}: holds a {meta['architecture']}, not a {cls.__name__} "
-                                  f"(pass strict=False to load the shared weights)")
-        try:
-            config = HeroConfig.from_dict(meta["config"])
-            cfg = task_config or TvcConfig.from_dict(meta.get("task_config", {}))
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{Path(directory) / 'config.json'}: {err}") from None
-        model = cls(config, cfg)
-        model.load_report = load_weights(model, directory, strict=strict)
-        return model
-
-    @classmethod
-    def from_reference(cls, path: str | os.PathLike, config: HeroConfig | None = None,
-                       task_config: TvcConfig | None = None, num_attention_heads: int | None = None,
-                       vocab_size: int | None = None, strict: bool = False) -> HeroForTvc:
-        """Build from a reference TVC checkpoint; sizes not given are read off the tensor shapes."""
-        state = read_reference_checkpoint(path)
-        if config is None:
-            config = reference_config_for(path, state, num_attention_heads, vocab_size)
-        if task_config is None:
-            task_config = reference_tvc_config(state, config, str(path))
-        model = cls(config, task_config)
-        model.load_report = load_reference_state_dict(model, state, strict=strict, source=str(path))
-        return model
+    def reference_task_config(cls, state: dict[str, Any], config: HeroConfig, source: str) -> TvcConfig:
+        """The decoder sizes of a reference TVC checkpoint (`reference_tvc_config`)."""
+        return reference_tvc_config(state, config, source)
 
 
 def reference_tvc_config(state: dict[str, Any], config: HeroConfig, source: str = "checkpoint") -> TvcConfig:
@@ -433,23 +402,6 @@ class TvcBatch:
                         move(self.input_ids), move(self.target_ids))
 
 
-def context_groups(clip: Clip, sep_id: int, sub_ctx_len: int) -> list[Group]:
-    """Subtitle groups whose text is ``[SEP]`` + the subtitles ``sub_idx − sub_ctx_len … sub_idx``
-    (reference ``VideoFeatSubTokDataset``; tokens not truncated).
-
-    The reference also requires a context index to be below the number of groups. On its data that
-    never bites (every subtitle up to the loader's cut has a group, possibly frameless), and where it
-    would (groups that skip a subtitle) it would drop the group's own text; so it is not reproduced.
-    """
-    groups = []
-    for sub_idx, frames in clip.sub2frames:
-        text = [sep_id]
-        for j in range(max(0, sub_idx - sub_ctx_len), sub_idx + 1):
-            text += clip.subtitles[j]
-        groups.append((frames, text))
-    return groups
-
-
 def moment_memory(ranges: Sequence[tuple[int, int, int]], frames_per_video: int) -> tuple[Tensor, Tensor]:
     """``memory_index``/``memory_mask`` ``(C, M)`` from ``(video b, st, ed)`` per caption (``ed`` exclusive)."""
     width = max([1] + [ed - st for _, st, ed in ranges])
@@ -510,10 +462,6 @@ def collate(corpus: Any, items: Sequence[dict], cfg: TvcConfig, generator: torch
     return batch
 
 
-def _where(dataset: str, split: str, i: int) -> str:
-    return f"annotations/{dataset}/{split}.jsonl:{i + 1}"
-
-
 def _check_record(record: Any, where: str, need_captions: bool) -> None:
     if not isinstance(record, dict):
         raise HeroError(f"{where}: expected a TVC record object")
@@ -537,7 +485,7 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: TvcConfig) -> list[d
     videos in order of first appearance (reference ``TvcTrainDataset``: batches of videos)."""
     by_vid: dict[str, list[dict]] = {}
     for i, record in enumerate(corpus.annotations(dataset, split)):
-        _check_record(record, _where(dataset, split, i), need_captions=True)
+        _check_record(record, where(dataset, split, i), need_captions=True)
         for cap in record["captions"]:
             by_vid.setdefault(record["vid"], []).append(
                 {"clip_id": record["clip_id"], "desc_id": cap.get("desc_id"), "ts": list(record["ts"]),
@@ -609,7 +557,7 @@ def cut_at_eos(ids: Sequence[int], eos_id: int) -> list[int]:
 def _clip_records(corpus: Any, dataset: str, split: str) -> list[dict]:
     records = corpus.annotations(dataset, split)
     for i, record in enumerate(records):
-        _check_record(record, _where(dataset, split, i), need_captions=False)
+        _check_record(record, where(dataset, split, i), need_captions=False)
     return records
 
 
@@ -643,7 +591,7 @@ def predict(model: HeroForTvc, corpus: Any, dataset: str, split: str, cfg: TvcCo
             for i, r in enumerate(records)]
 
 
-def write_predictions(predictions: list[dict], path: str | os.PathLike) -> None:
+def write_predictions(predictions: list[dict], path: str | os.PathLike, cfg: TvcConfig | None = None) -> None:
     """Write predictions as official TVC JSONL (one clip per line), atomically."""
     write_text_atomic(path, "".join(json.dumps(p) + "\n" for p in predictions))
 
@@ -654,7 +602,7 @@ def references(corpus: Any, dataset: str, split: str) -> dict[Hashable, list[str
     for i, record in enumerate(_clip_records(corpus, dataset, split)):
         caps = record.get("captions") or []
         if not caps:
-            raise HeroError(f"{_where(dataset, split, i)}: clip {record['clip_id']!r} has no reference caption "
+            raise HeroError(f"{where(dataset, split, i)}: clip {record['clip_id']!r} has no reference caption "
                             f"(a test split cannot be scored)")
         out[record["clip_id"]] = [c["desc"] for c in caps]
     return out
@@ -668,23 +616,13 @@ def evaluate(predictions: list[dict], corpus: Any, dataset: str, split: str, cfg
     return caption_metrics(hyps, references(corpus, dataset, split))
 
 
-@dataclass(frozen=True)
-class _Task:
-    """The TVC task object of the task contract (DEVELOPERS.md, "Downstream tasks")."""
-
-    name: str = "tvc"
-    datasets: tuple[str, ...] = ("tvc",)
-    config_class: type = TvcConfig
-    model_class: type = HeroForTvc
-    prediction_suffix: str = ".jsonl"
-    """Predictions are official TVC JSONL (`write_predictions`), the format `hero eval caption` reads."""
-
-    train_items = staticmethod(train_items)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    predict = staticmethod(predict)
-    write_predictions = staticmethod(write_predictions)
-    evaluate = staticmethod(evaluate)
-
-
-TASK = _Task()
+TASK = TaskSpec(
+    name="tvc", datasets=("tvc",), config_class=TvcConfig, model_class=HeroForTvc,
+    train_items=train_items, collate=collate, loss=loss, predict=predict, evaluate=evaluate,
+    write_predictions=write_predictions, eval_kind="caption",
+    prediction_suffix=".jsonl",  # official TVC JSONL, the format `hero eval caption` reads
+    # the reference TVC decoder has 12 heads and a 3072-wide FFN: sized to the small backbone here
+    demo=Demo(dataset="tvc", title="captioning (tvc)", steps=300,
+              headline=(("CIDEr", "TVC CIDEr-D"), ("Bleu_4", "TVC BLEU@4")),
+              task_config={"num_attention_heads": 4, "intermediate_size": 128}),
+)

@@ -44,9 +44,10 @@ from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.errors import HeroError, NonFiniteError
 from hero.io import write_text_atomic
 from hero.model.baselines import build_backbone
-from hero.model.checkpoint import PretrainedMixin
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
 from hero.objectives.vsm import NORMALIZE_EPS, VsmBatch, VsmConfig, VsmHead, VsmObjective
+from hero.tasks.common import TaskModelMixin
+from hero.tasks.spec import Demo, TaskSpec
 
 SUBMISSION_TASKS = ("VCMR", "SVMR", "VR")
 
@@ -189,7 +190,7 @@ VCMR_KEY_MAP: list[tuple[str, str | None]] = [
 ]
 
 
-class HeroForVcmr(nn.Module, PretrainedMixin):
+class HeroForVcmr(nn.Module, TaskModelMixin):
     """HERO + the VSM head (reference ``HeroForVcmr``; same parameters as pre-training's VSM part).
 
     Attributes:
@@ -201,12 +202,12 @@ class HeroForVcmr(nn.Module, PretrainedMixin):
     REFERENCE_KEY_MAP = VCMR_KEY_MAP + [
         (ref, None if ours is None else "hero." + ours) for ref, ours in BACKBONE_KEY_MAP
     ]
-    default_task_config = RetrievalConfig
+    task_config_class = RetrievalConfig
 
     def __init__(self, config: HeroConfig, task_config: RetrievalConfig | None = None) -> None:
         super().__init__()
         self.config = config
-        self.task_config = task_config or self.default_task_config()
+        self.task_config = task_config or self.task_config_class()
         self.hero = build_backbone(config)
         # PyTorch's default initialisation, as the reference (created after its init pass)
         self.vsm_head = VsmHead(config)
@@ -215,7 +216,7 @@ class HeroForVcmr(nn.Module, PretrainedMixin):
 class HeroForVr(HeroForVcmr):
     """HERO for video retrieval (reference ``HeroForVr``: identical parameters, global score only)."""
 
-    default_task_config = VrConfig
+    task_config_class = VrConfig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -795,27 +796,19 @@ def evaluate(predictions: dict[str, Any], corpus: Any, dataset: str, split: str,
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Task:
-    """A retrieval task object of the task contract (DEVELOPERS.md, "Downstream tasks")."""
-
-    name: str
-    datasets: tuple[str, ...]
-    config_class: type
-    model_class: type
-
-    train_items = staticmethod(train_items)
-    group_key = staticmethod(group_key)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    predict = staticmethod(predict)
-    evaluate = staticmethod(evaluate)
-    encode_corpus = staticmethod(encode_corpus)
-
-    def write_predictions(self, predictions: dict[str, Any], path: str | os.PathLike,
-                          cfg: RetrievalConfig | None = None) -> None:
-        write_predictions(predictions, path, cfg or self.config_class())
+def write_vr_predictions(predictions: dict[str, Any], path: str | os.PathLike, cfg: VrConfig | None = None) -> None:
+    """`write_predictions` with the VR defaults when no settings are given."""
+    write_predictions(predictions, path, cfg or VrConfig())
 
 
-VCMR = _Task("vcmr", ("tvr", "how2r", "didemo"), RetrievalConfig, HeroForVcmr)
-VR = _Task("vr", ("msrvtt",), VrConfig, HeroForVr)
+_RETRIEVAL = dict(train_items=train_items, group_key=group_key, collate=collate, loss=loss, predict=predict,
+                  evaluate=evaluate, encode_corpus=encode_corpus, eval_kind="retrieval")
+VCMR = TaskSpec(
+    name="vcmr", datasets=("tvr", "how2r", "didemo"), config_class=RetrievalConfig, model_class=HeroForVcmr,
+    write_predictions=write_predictions, **_RETRIEVAL,
+    demo=Demo(dataset="tvr", title="moment retrieval (tvr)", steps=600,
+              headline=(("VCMR/0.7-r1", "VCMR R@1 (IoU 0.7)"), ("VCMR/0.7-r10", "VCMR R@10 (IoU 0.7)"),
+                        ("VR/r1", "VR R@1"))),
+)
+VR = TaskSpec(name="vr", datasets=("msrvtt",), config_class=VrConfig, model_class=HeroForVr,
+              write_predictions=write_vr_predictions, **_RETRIEVAL)

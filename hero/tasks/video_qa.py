@@ -18,7 +18,7 @@ answer *early-fused* into the encoder (reference ``HeroForVideoQA``):
 All clips × answers of a batch go through the backbone in one call (the replicated groups are
 packed like any other batch); there is no Python loop over answers in the forward pass.
 
-The early fusion, `encode_with_text`, is shared with VIOLIN (`hero.tasks.violin`).
+The early fusion, `encode_with_text`, lives in `hero.tasks.common` (shared with VIOLIN and open-ended QA).
 
 Reference settings (``train-tvqa-8gpu.json``): ``lw_st_ed = 0.4`` (the paper says λ = 0.5; set
 ``task_config.lw_st_ed`` to use it), ``lr_mul = 10`` for the heads (``optim.lr_mul``),
@@ -32,12 +32,10 @@ frames, ``T`` QA tokens, ``D`` hidden.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,24 +43,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hero.config import HeroConfig
-from hero.data.batch import Clip, Group, collate_video, pad_token_rows
+from hero.data.batch import collate_video, pad_token_rows
 from hero.data.problems import Problems
-from hero.errors import HeroError, NonFiniteError
-from hero.io import write_json_atomic
+from hero.errors import HeroError, check_settings
 from hero.model.baselines import build_backbone
-from hero.model.checkpoint import (
-    CheckpointError,
-    PretrainedMixin,
-    load_reference_state_dict,
-    load_weights,
-    read_config,
-    read_reference_checkpoint,
-    reference_config_for,
-)
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
-from hero.model.hero import Hero, VideoInputs
-from hero.model.layers import AttentionLayout, MLPHead, mask_logits
-from hero.tasks.captioning import context_groups
+from hero.model.hero import VideoInputs
+from hero.model.layers import MLPHead, mask_logits
+from hero.tasks.common import (
+    TaskModelMixin,
+    attention_pool,
+    check_finite_logits,
+    checked_records,
+    config_from_dict,
+    context_groups,
+    encode_with_text,
+    is_token_ids,
+    where,
+    write_json_predictions,
+)
+from hero.tasks.spec import Demo, TaskSpec
 
 IGNORE = -1
 """Span target of a question without a (usable) moment, as in the reference."""
@@ -81,6 +81,7 @@ class QaConfig:
     ``id2len`` filter). Inference keeps every question."""
 
     def __post_init__(self) -> None:
+        check_settings(self, "task_config", lw_st_ed=">=0")
         problems = []
         if self.lw_st_ed < 0:
             problems.append(f"lw_st_ed must be >= 0, got {self.lw_st_ed}")
@@ -94,72 +95,6 @@ class QaConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QaConfig:
         return config_from_dict(cls, data)
-
-
-def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """A task config dataclass from a dict; unknown keys are an error naming the known ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise HeroError(f"unknown {cls.__name__} keys: {unknown}; known keys: {sorted(known)}")
-    return cls(**data)
-
-
-# ---------------------------------------------------------------------------------------------
-# Early fusion (shared with VIOLIN)
-# ---------------------------------------------------------------------------------------------
-
-
-def fused_groups(clip: Clip, sep_id: int, sub_ctx_len: int, suffix: Sequence[int]) -> list[Group]:
-    """The clip's subtitle groups (`context_groups`) with ``suffix`` appended to every group's text."""
-    return [(frames, [*text, *suffix]) for frames, text in context_groups(clip, sep_id, sub_ctx_len)]
-
-
-def text_positions(ids: Tensor, max_positions: int) -> Tensor:
-    """``0..T-1`` for ``ids (R, T)``, clamped to the position table (and to 511, as the reference)."""
-    r, t = ids.shape
-    return torch.arange(t, device=ids.device).clamp(max=min(511, max_positions - 1)).expand(r, t)
-
-
-def encode_with_text(hero: Hero, video: VideoInputs, txt_ids: Tensor, txt_mask: Tensor) -> Tensor:
-    """Frame outputs ``(R, L, D)`` of the Temporal Transformer run over ``[frames ; text]``.
-
-    Args:
-        hero: the backbone.
-        video: ``R`` clips whose subtitle groups already carry the text (`fused_groups`).
-        txt_ids: ``(R, T)`` the text appended to the temporal input (``[SEP] q [SEP] a`` or
-            ``[SEP] statement``), padded.
-        txt_mask: ``(R, T)`` True/1 on real tokens.
-
-    The frames get the Temporal Transformer's position embedding and LayerNorm; the text gets the
-    Cross-modal Transformer's text embedding (0-based positions, as the reference). A backbone
-    without a second stage (the F-TRM baseline) sees the text through the subtitle groups only.
-    """
-    fused = hero.fuse(video)  # (R, L, D)
-    c_encoder = getattr(hero, "c_encoder", None)
-    if c_encoder is None:
-        return fused
-    r, length, d = fused.shape
-    frames = c_encoder.embeddings(fused)
-    text = hero.f_encoder.embeddings(txt_ids, text_positions(txt_ids, hero.config.max_position_embeddings))
-    x = torch.cat([frames, text.to(frames.dtype)], dim=1)  # (R, L+T, D)
-    mask = torch.cat([video.frame_mask.bool(), txt_mask.bool()], dim=1)
-    out = c_encoder.encoder(x.reshape(-1, d), AttentionLayout.padded(mask)).view(r, -1, d)
-    return out[:, :length]
-
-
-def attention_pool(pool: nn.Linear, h: Tensor, mask: Tensor, dim: int) -> Tensor:
-    """Softmax-weighted sum of ``h`` along ``dim`` with weights ``pool(h)`` (reference pooling).
-
-    Args:
-        pool: ``Linear(D, 1)`` giving one score per position.
-        h: ``(..., D)``.
-        mask: broadcastable to ``h.shape[:-1]``; masked positions get the reference's −1e4 score.
-        dim: the pooled dimension of ``h`` (negative, counted before ``D``: e.g. ``-2``).
-    """
-    scores = mask_logits(pool(h).squeeze(-1).float(), mask)
-    weights = F.softmax(scores, dim=dim + 1 if dim < 0 else dim).to(h.dtype)
-    return (weights.unsqueeze(-1) * h).sum(dim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +128,7 @@ class QaOutput:
     ed_logits: Tensor
 
 
-class HeroForVideoQa(nn.Module, PretrainedMixin):
+class HeroForVideoQa(nn.Module, TaskModelMixin):
     """HERO + the QA heads (reference ``HeroForVideoQA``).
 
     Attributes:
@@ -208,6 +143,7 @@ class HeroForVideoQa(nn.Module, PretrainedMixin):
     REFERENCE_KEY_MAP = QA_KEY_MAP + [
         (ref, None if ours is None else "hero." + ours) for ref, ours in BACKBONE_KEY_MAP
     ]
+    task_config_class = QaConfig
 
     def __init__(self, config: HeroConfig, task_config: QaConfig | None = None) -> None:
         super().__init__()
@@ -231,48 +167,6 @@ class HeroForVideoQa(nn.Module, PretrainedMixin):
         per_frame = attention_pool(self.st_ed_pool, frames, torch.ones_like(frame_mask), dim=-3)  # (Q, L, D)
         span = mask_logits(self.st_ed_pred_head(per_frame).float(), frame_mask[:, 0, :, None])  # (Q, L, 2)
         return QaOutput(answer_logits, span[..., 0], span[..., 1])
-
-    # -- checkpoints ----------------------------------------------------------------------------
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, strict: bool = True, task_config: Any = None):
-        """Load a saved model; its ``task_config`` comes from ``config.json`` unless given."""
-        return task_model_from_pretrained(cls, QaConfig, directory, strict, task_config)
-
-    @classmethod
-    def from_reference(cls, path: str | os.PathLike, config: HeroConfig | None = None, task_config: Any = None,
-                       num_attention_heads: int | None = None, vocab_size: int | None = None,
-                       strict: bool = False):
-        """Build from a reference checkpoint (``tvqa_default.pt``); sizes not given are read off the shapes."""
-        return task_model_from_reference(cls, path, config, task_config, num_attention_heads, vocab_size, strict)
-
-
-def task_model_from_pretrained(cls: type, config_class: type, directory: str | os.PathLike, strict: bool,
-                               task_config: Any) -> Any:
-    """``cls(config, task_config)`` with the weights of a directory saved by ``save_pretrained``."""
-    meta = read_config(directory)
-    if strict and meta["architecture"] != cls.__name__:
-        raise CheckpointError(f"{directory}: holds a {meta['architecture']}, not a {cls.__name__} "
-                              f"(pass strict=False to load the shared weights)")
-    try:
-        config = HeroConfig.from_dict(meta["config"])
-        cfg = task_config or config_from_dict(config_class, meta.get("task_config", {}))
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{Path(directory) / 'config.json'}: {err}") from None
-    model = cls(config, cfg)
-    model.load_report = load_weights(model, directory, strict=strict)
-    return model
-
-
-def task_model_from_reference(cls: type, path: str | os.PathLike, config: HeroConfig | None, task_config: Any,
-                              num_attention_heads: int | None, vocab_size: int | None, strict: bool) -> Any:
-    state = read_reference_checkpoint(path)
-    if config is None:
-        config = reference_config_for(path, state, num_attention_heads, vocab_size)
-    model = cls(config, task_config)
-    model.load_report = load_reference_state_dict(model, state, strict=strict, source=str(path))
-    return model
-
 
 # ---------------------------------------------------------------------------------------------
 # Batches
@@ -371,14 +265,6 @@ def collate(corpus: Any, items: Sequence[dict], cfg: QaConfig, generator: torch.
 # ---------------------------------------------------------------------------------------------
 
 
-def _where(dataset: str, split: str, i: int) -> str:
-    return f"annotations/{dataset}/{split}.jsonl:{i + 1}"
-
-
-def _is_ids(x: Any) -> bool:
-    return isinstance(x, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
-
-
 def check_record(record: Any, where: str, need_answer: bool) -> None:
     """Raise a `HeroError` naming ``where`` unless ``record`` is a usable QA record."""
     if not isinstance(record, dict):
@@ -386,10 +272,10 @@ def check_record(record: Any, where: str, need_answer: bool) -> None:
     for key in ("qid", "vid", "q_ids", "a_ids"):
         if key not in record:
             raise HeroError(f"{where}: missing {key!r}")
-    if not _is_ids(record["q_ids"]):
+    if not is_token_ids(record["q_ids"]):
         raise HeroError(f"{where}: 'q_ids' must be a list of token ids")
     a_ids = record["a_ids"]
-    if not (isinstance(a_ids, list) and len(a_ids) >= 2 and all(_is_ids(a) for a in a_ids)):
+    if not (isinstance(a_ids, list) and len(a_ids) >= 2 and all(is_token_ids(a) for a in a_ids)):
         raise HeroError(f"{where}: 'a_ids' must be a list of at least 2 token-id lists (one per answer)")
     idx = record.get("answer_idx")
     if idx is not None and not (isinstance(idx, int) and not isinstance(idx, bool) and 0 <= idx < len(a_ids)):
@@ -420,14 +306,14 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: QaConfig, problems: 
     videos = set(corpus.video_ids())
     items = []
     for i, record in enumerate(corpus.annotations(dataset, split)):
-        where = _where(dataset, split, i)
-        check_record(record, where, need_answer=True)
+        at = where(dataset, split, i)
+        check_record(record, at, need_answer=True)
         if record["vid"] not in videos:
-            problems.skip("missing video", where, f"video {record['vid']!r} is not in the corpus")
+            problems.skip("missing video", at, f"video {record['vid']!r} is not in the corpus")
             continue
         length = len(record["q_ids"]) + max(len(a) for a in record["a_ids"])
         if length > cfg.max_txt_len:
-            problems.skip("question too long", where,
+            problems.skip("question too long", at,
                           f"len(q) + max len(a) = {length} tokens > max_txt_len {cfg.max_txt_len}")
             continue
         items.append(to_item(record))
@@ -437,27 +323,9 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: QaConfig, problems: 
     return items
 
 
-def checked_records(corpus: Any, dataset: str, split: str, check: Callable[[dict, str], None]) -> list[dict]:
-    """All records of a split, each passed to ``check(record, where)``; every video must be in the
-    corpus and qids unique (shared by QA and VIOLIN inference)."""
-    records = corpus.annotations(dataset, split)
-    videos = set(corpus.video_ids())
-    seen: dict[str, int] = {}
-    for i, record in enumerate(records):
-        where = _where(dataset, split, i)
-        check(record, where)
-        if record["vid"] not in videos:
-            raise HeroError(f"{where}: video {record['vid']!r} is not in the corpus")
-        qid = str(record["qid"])
-        if qid in seen:
-            raise HeroError(f"{where}: qid {qid!r} already appears at line {seen[qid] + 1}")
-        seen[qid] = i
-    return records
-
-
 def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
     """All records of a split, checked (answers may be null)."""
-    return checked_records(corpus, dataset, split, lambda r, where: check_record(r, where, need_answer=False))
+    return checked_records(corpus, dataset, split, lambda r, at: check_record(r, at, need_answer=False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,19 +389,9 @@ def predict(model: HeroForVideoQa, corpus: Any, dataset: str, split: str, cfg: Q
     return {qid: max(range(len(row)), key=row.__getitem__) for qid, row in logits.items()}
 
 
-def check_finite_logits(logits: dict[str, Any], what: str) -> None:
-    """Raise `NonFiniteError` when a ``{qid: logit | [logits]}`` value holds NaN or infinity (an
-    argmax or a threshold over it would pick an answer at random, without a word)."""
-    import math
-
-    bad = [q for q, v in logits.items() if not all(math.isfinite(x) for x in (v if isinstance(v, list) else [v]))]
-    if bad:
-        raise NonFiniteError(what, len(bad), len(logits), bad[0])
-
-
-def write_predictions(predictions: dict[str, int], path: str | os.PathLike) -> None:
+def write_predictions(predictions: dict[str, int], path: str | os.PathLike, cfg: QaConfig | None = None) -> None:
     """Write ``{qid: prediction}`` as one JSON object, atomically."""
-    write_json_atomic(path, predictions)
+    write_json_predictions(predictions, path, cfg)
 
 
 def evaluate(predictions: dict[str, int], corpus: Any, dataset: str, split: str, cfg: QaConfig) -> dict[str, float]:
@@ -544,21 +402,10 @@ def evaluate(predictions: dict[str, int], corpus: Any, dataset: str, split: str,
                        gt_source=f"annotations/{dataset}/{split}.jsonl")
 
 
-@dataclass(frozen=True)
-class _Task:
-    """The video QA task object of the task contract (DEVELOPERS.md, "Downstream tasks")."""
-
-    name: str = "video_qa"
-    datasets: tuple[str, ...] = ("tvqa", "how2qa")
-    config_class: type = QaConfig
-    model_class: type = HeroForVideoQa
-
-    train_items = staticmethod(train_items)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    predict = staticmethod(predict)
-    write_predictions = staticmethod(write_predictions)
-    evaluate = staticmethod(evaluate)
-
-
-TASK = _Task()
+TASK = TaskSpec(
+    name="video_qa", datasets=("tvqa", "how2qa"), config_class=QaConfig, model_class=HeroForVideoQa,
+    train_items=train_items, collate=collate, loss=loss, predict=predict, evaluate=evaluate,
+    write_predictions=write_predictions, eval_kind="qa",
+    demo=Demo(dataset="tvqa", title="video QA (tvqa)", steps=400, headline=(("accuracy", "QA accuracy"),),
+              lr_mul=10.0),
+)

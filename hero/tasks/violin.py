@@ -1,7 +1,7 @@
 """Video-and-language inference, VIOLIN (paper §4.1, App. A.3; reference ``model/violin.py``).
 
 Does a statement follow from a video with subtitles? The statement is early-fused exactly like a
-QA candidate (`hero.tasks.video_qa.encode_with_text`): ``[SEP] statement`` is appended to every
+QA candidate (`hero.tasks.common.encode_with_text`): ``[SEP] statement`` is appended to every
 subtitle group's text and to the Temporal Transformer's input. Attention pooling over the frames
 (``violin_pool``) and an MLP (``violin_pred_head``) give one logit; the loss is binary
 cross-entropy on ``sigmoid(logit)`` (the paper says cross-entropy; the reference uses BCE on a
@@ -37,21 +37,21 @@ from hero.data.batch import collate_video, pad_token_rows
 from hero.data.problems import Problems
 from hero.errors import HeroError
 from hero.model.baselines import build_backbone
-from hero.model.checkpoint import PretrainedMixin
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
 from hero.model.hero import VideoInputs
 from hero.model.layers import MLPHead
-from hero.tasks.video_qa import (
+from hero.tasks.common import (
+    TaskModelMixin,
     attention_pool,
     check_finite_logits,
     checked_records,
     config_from_dict,
     encode_with_text,
     fused_groups,
-    task_model_from_pretrained,
-    task_model_from_reference,
-    write_predictions,
+    where,
+    write_json_predictions,
 )
+from hero.tasks.spec import Demo, TaskSpec
 
 
 @dataclass
@@ -89,7 +89,7 @@ VIOLIN_KEY_MAP: list[tuple[str, str | None]] = [
 """Reference ``HeroForViolin`` keys that are not backbone keys."""
 
 
-class HeroForViolin(nn.Module, PretrainedMixin):
+class HeroForViolin(nn.Module, TaskModelMixin):
     """HERO + the VIOLIN head (reference ``HeroForViolin``).
 
     The head keeps PyTorch's default initialisation (as the reference) and trains at
@@ -99,6 +99,7 @@ class HeroForViolin(nn.Module, PretrainedMixin):
     REFERENCE_KEY_MAP = VIOLIN_KEY_MAP + [
         (ref, None if ours is None else "hero." + ours) for ref, ours in BACKBONE_KEY_MAP
     ]
+    task_config_class = ViolinConfig
 
     def __init__(self, config: HeroConfig, task_config: ViolinConfig | None = None) -> None:
         super().__init__()
@@ -113,19 +114,6 @@ class HeroForViolin(nn.Module, PretrainedMixin):
         frames = encode_with_text(self.hero, batch.video, batch.txt_ids, batch.txt_mask)  # (R, L, D)
         pooled = attention_pool(self.violin_pool, frames, batch.video.frame_mask, dim=-2)  # (R, D)
         return self.violin_pred_head(pooled).squeeze(-1).float()
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, strict: bool = True, task_config: Any = None):
-        """Load a saved model; its ``task_config`` comes from ``config.json`` unless given."""
-        return task_model_from_pretrained(cls, ViolinConfig, directory, strict, task_config)
-
-    @classmethod
-    def from_reference(cls, path: str | os.PathLike, config: HeroConfig | None = None, task_config: Any = None,
-                       num_attention_heads: int | None = None, vocab_size: int | None = None,
-                       strict: bool = False):
-        """Build from a reference VIOLIN checkpoint; sizes not given are read off the shapes."""
-        return task_model_from_reference(cls, path, config, task_config, num_attention_heads, vocab_size, strict)
-
 
 # ---------------------------------------------------------------------------------------------
 # Batches
@@ -189,10 +177,6 @@ def collate(corpus: Any, items: Sequence[dict], cfg: ViolinConfig,
 # ---------------------------------------------------------------------------------------------
 
 
-def _where(dataset: str, split: str, i: int) -> str:
-    return f"annotations/{dataset}/{split}.jsonl:{i + 1}"
-
-
 def check_record(record: Any, where: str, need_label: bool) -> None:
     """Raise a `HeroError` naming ``where`` unless ``record`` is a usable VIOLIN record."""
     if not isinstance(record, dict):
@@ -230,13 +214,13 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: ViolinConfig,
     videos = set(corpus.video_ids())
     items: dict[Any, dict] = {}
     for i, record in enumerate(corpus.annotations(dataset, split)):
-        where = _where(dataset, split, i)
-        check_record(record, where, need_label=True)
+        at = where(dataset, split, i)
+        check_record(record, at, need_label=True)
         if record["vid"] not in videos:
-            problems.skip("missing video", where, f"video {record['vid']!r} is not in the corpus")
+            problems.skip("missing video", at, f"video {record['vid']!r} is not in the corpus")
             continue
         if len(record["input_ids"]) > cfg.max_txt_len:
-            problems.skip("statement too long", where,
+            problems.skip("statement too long", at,
                           f"{len(record['input_ids'])} tokens > max_txt_len {cfg.max_txt_len}")
             continue
         key = pair_key(record) if cfg.pair_statements else i
@@ -250,7 +234,7 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: ViolinConfig,
 
 def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
     """All records of a split, checked (labels may be null): every video in the corpus, qids unique."""
-    return checked_records(corpus, dataset, split, lambda r, where: check_record(r, where, need_label=False))
+    return checked_records(corpus, dataset, split, lambda r, at: check_record(r, at, need_label=False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,21 +284,15 @@ def evaluate(predictions: dict[str, int], corpus: Any, dataset: str, split: str,
                            gt_source=f"annotations/{dataset}/{split}.jsonl")
 
 
-@dataclass(frozen=True)
-class _Task:
-    """The VIOLIN task object of the task contract (DEVELOPERS.md, "Downstream tasks")."""
-
-    name: str = "violin"
-    datasets: tuple[str, ...] = ("violin",)
-    config_class: type = ViolinConfig
-    model_class: type = HeroForViolin
-
-    train_items = staticmethod(train_items)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    predict = staticmethod(predict)
-    write_predictions = staticmethod(write_predictions)
-    evaluate = staticmethod(evaluate)
+def write_predictions(predictions: dict[str, int], path: str | os.PathLike, cfg: ViolinConfig | None = None) -> None:
+    """Write ``{qid: 0 | 1}`` as one JSON object, atomically."""
+    write_json_predictions(predictions, path, cfg)
 
 
-TASK = _Task()
+TASK = TaskSpec(
+    name="violin", datasets=("violin",), config_class=ViolinConfig, model_class=HeroForViolin,
+    train_items=train_items, collate=collate, loss=loss, predict=predict, evaluate=evaluate,
+    write_predictions=write_predictions, eval_kind="violin",
+    demo=Demo(dataset="violin", title="VIOLIN (violin)", steps=600, headline=(("accuracy", "VIOLIN accuracy"),),
+              lr_mul=8.0),
+)
