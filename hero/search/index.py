@@ -264,13 +264,6 @@ def _faiss_from_frames(frames: np.ndarray, kind: str, nlist: int | None, hnsw_m:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Tokens:
-    """What `hero.tasks.retrieval.encode_queries` reads from a corpus: the special token ids."""
-
-    def __init__(self, tokens) -> None:
-        self.tokens = tokens
-
-
 class SearchIndex:
     """An opened index directory (see module docstring).
 
@@ -356,7 +349,7 @@ class SearchIndex:
 
         ids = [self._ids(q) for q in queries]
         tokens = self.tokenizer.tokens if self.tokenizer is not None else _default_tokens()
-        return encode_queries(self.model, _Tokens(tokens), ids, self.cfg, len(ids) or 1, self.device)
+        return encode_queries(self.model, tokens, ids, self.cfg, len(ids) or 1, self.device)
 
     def _ids(self, query: str | Sequence[int]) -> list[int]:
         if isinstance(query, str):
@@ -414,34 +407,37 @@ class SearchIndex:
             nms: temporal NMS at ``nms_thd`` (default: when ``nms_thd ≠ −1``), per video, as the reference.
         Returns:
             a list of `Moment` for a single text, else one list per query.
+
+        The moments are ranked by `hero.tasks.retrieval.rank_moments`, as `hero predict` ranks them
+        (the same ``max_before_nms`` / ``max_after_nms`` caps, NMS as `apply_nms`), over the index's
+        stored frames: real frames only, i.e. ``span_padding: zeros``.
         """
         from hero.eval import moments as mo
-        from hero.tasks.retrieval import span_probabilities_on
+        from hero.tasks.retrieval import rank_moments
 
         single = isinstance(queries, str)
         qs = [queries] if single else list(queries)
         cfg = self.cfg
         k = min(videos or cfg.max_vcmr_video, len(self.vids))
-        q = self.encode(qs)
-        s, rows = self.top_videos(q, k, exact, n_frames, nprobe, ef_search)
+        s, rows = self.top_videos(self.encode(qs), k, exact, n_frames, nprobe, ef_search)
         use_nms = cfg.nms_thd != -1 if nms is None else nms
+        keep = max(top, cfg.max_after_nms)
+        tokens = self.tokenizer.tokens if self.tokenizer is not None else _default_tokens()
         out = []
-        for i in range(len(qs)):
-            keep = rows[i] >= 0
-            r, si = rows[i][keep], s[i][keep]
+        for i, query in enumerate(qs):
+            found = rows[i] >= 0
+            r, si = rows[i][found], s[i][found]
             if len(r) == 0:
                 out.append([])
                 continue
-            enc = self.video_encoding(r)
-            local = torch.arange(len(r), device=self.device)[None]
-            st, ed = span_probabilities_on(self.model, q[i:i + 1], enc, local, cfg)
-            w = mo.video_scores(torch.from_numpy(si)[None].to(self.device), cfg.q2c_alpha)
-            mask = mo.length_mask(enc.frames.shape[1], cfg.min_pred_l, cfg.max_pred_l, device=self.device)
-            n = max(cfg.max_before_nms, top) if use_nms else top
-            best = mo.top_vcmr_moments(st, ed, w, mask, n)
-            entries = mo.moment_entries([0], best.video, best, self.interval)[0]["predictions"]
+            # this query's candidate videos, as rows 0..len(r)-1 of their own encoding
+            local = torch.arange(len(r))[None]
+            ranked = rank_moments(self.model, tokens, [self._ids(query)], [0], self.video_encoding(r), cfg,
+                                  self.interval, candidates=(torch.from_numpy(si)[None], local), tasks=("VCMR",),
+                                  keep=keep, device=self.device)
+            entries = ranked["VCMR"][0]["predictions"]
             if use_nms:
-                entries = mo.nms_vcmr(entries, cfg.nms_thd, len(entries), top)
+                entries = mo.nms_vcmr(entries, cfg.nms_thd, cfg.max_before_nms, keep)
             out.append([Moment(self.vids[int(r[int(v)])], float(a), float(b), float(c), float(si[int(v)]))
                         for v, a, b, c in entries[:top]])
         return out[0] if single else out

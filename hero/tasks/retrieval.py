@@ -324,7 +324,7 @@ def query_rows(ids_list: Sequence[Sequence[int]], corpus: Any, cfg: RetrievalCon
 
     ``limit`` −1 (default) is the training cut ``max_txt_len``; None keeps every token.
     """
-    tokens = corpus.tokens
+    tokens = getattr(corpus, "tokens", corpus)  # a corpus, or its `TextTokens` themselves
     limit = cfg.max_txt_len if limit == -1 else limit
     return pad_token_rows([[tokens.cls_id, *(ids if limit is None else ids[:limit])] for ids in ids_list],
                           tokens.pad_id)
@@ -624,46 +624,69 @@ def _records(corpus: Any, dataset: str, split: str) -> list[dict]:
 
 
 @torch.no_grad()
-def rank_queries(model: HeroForVcmr, corpus: Any, enc: CorpusEncoding, records: Sequence[dict],
-                 video_idx: Tensor, cfg: RetrievalConfig, interval: float, with_svmr: bool,
+def rank_moments(model: HeroForVcmr, tokens: Any, query_ids: Sequence[Sequence[int]], desc_ids: Sequence[Any],
+                 enc: CorpusEncoding, cfg: RetrievalConfig, interval: float, *, video_idx: Tensor | None = None,
+                 candidates: tuple[Tensor, Tensor] | None = None, svmr_rows: Tensor | None = None,
+                 tasks: Sequence[str] | None = None, keep: int | None = None,
                  device: torch.device | str = "cpu") -> dict[str, list[dict]]:
-    """VR / VCMR / SVMR lists (each cut to ``max_after_nms``, no NMS) of ``records`` over ``enc``.
+    """The VR / VCMR / SVMR ranking of queries over encoded videos, used by `predict`, `hero search`
+    (`hero.search.SearchIndex`) and the moments figure (`hero.viz.moments`). No NMS here.
 
     Videos are ranked by ``exp(α·S)`` with ``torch.topk``; only the top ``max_vcmr_video`` get span
-    scores. Memory stays bounded: global scores go through the corpus in chunks, span logits are
-    computed for the top videos only.
+    scores ``P_st(m)·exp(α·S)·P_ed(n)`` under the ``min_pred_l ≤ n − m < max_pred_l`` mask; the top
+    ``max(max_before_nms, keep)`` moments of each query are kept, then cut to ``keep``. Memory stays
+    bounded: global scores go through ``enc`` in chunks of ``score_chunk_elems``, span logits are
+    computed for the top videos only, queries go ``query_batch_size`` at a time.
 
     Args:
-        video_idx: ``(V,)`` official index of each corpus row.
-        with_svmr: also rank moments inside each query's own video (needs its ``vid``).
+        tokens: the tokenizer's special ids (`hero.config.TextTokens`, or a corpus: its ``tokens``).
+        query_ids: ``Q`` token-id lists (no special tokens); desc_ids: the id of each in the entries.
+        enc: the ``V`` encoded videos.
+        video_idx: ``(V,)`` the index written for each row of ``enc`` (default: the row).
+        candidates: ``(S (Q, K), rows (Q, K))``: each query's candidate videos (rows of ``enc``) and
+            their global scores, found elsewhere (a FAISS index); default: ``S`` of every video of
+            ``enc``, top ``max_vcmr_video``.
+        svmr_rows: ``(Q,)`` the row of each query's own video (needed for SVMR).
+        tasks: the lists to make (default ``cfg.tasks``; SVMR only with ``svmr_rows``).
+        keep: entries per query and list (default ``max_after_nms``).
+    Returns:
+        ``{task: [{"desc_id", "predictions": [[video_idx, st, ed, score], ...]}, ...]}``.
     """
     from hero.eval import moments as mo
 
-    row_of = {v: i for i, v in enumerate(enc.vids)}
-    mask = mo.length_mask(enc.frames.shape[1], cfg.min_pred_l, cfg.max_pred_l, device=enc.frames.device)
-    video_idx = video_idx.to(enc.frames.device)
-    out: dict[str, list[dict]] = {t: [] for t in cfg.tasks if t != "SVMR" or with_svmr}
-    for start in range(0, len(records), cfg.query_batch_size):
-        chunk = records[start:start + cfg.query_batch_size]
-        desc_ids = [r["qid"] for r in chunk]
-        q = encode_queries(model, corpus, [r["input_ids"] for r in chunk], cfg, len(chunk), device)
-        scores = corpus_global_scores(q, enc.frames, enc.mask, cfg.score_chunk_elems)  # (Q, V)
-        w, rows = mo.top_videos(mo.video_scores(scores, cfg.q2c_alpha), cfg.max_vcmr_video)
+    tasks = [t for t in (cfg.tasks if tasks is None else tasks) if t != "SVMR" or svmr_rows is not None]
+    keep = cfg.max_after_nms if keep is None else int(keep)
+    n_moments = cfg.max_before_nms if keep <= cfg.max_before_nms else keep
+    dev = enc.frames.device
+    mask = mo.length_mask(enc.frames.shape[1], cfg.min_pred_l, cfg.max_pred_l, device=dev)
+    video_idx = (torch.arange(len(enc.vids)) if video_idx is None else video_idx).to(dev)
+    out: dict[str, list[dict]] = {t: [] for t in tasks}
+    for start in range(0, len(query_ids), cfg.query_batch_size):
+        part = slice(start, start + cfg.query_batch_size)
+        ids = [desc_ids[i] for i in range(len(desc_ids))[part]]
+        q = encode_queries(model, tokens, list(query_ids[part]), cfg, len(ids), device)
+        if candidates is None:
+            scores = corpus_global_scores(q, enc.frames, enc.mask, cfg.score_chunk_elems)  # (Q, V)
+            w, rows = mo.top_videos(mo.video_scores(scores, cfg.q2c_alpha), cfg.max_vcmr_video)
+            s_top = scores.gather(1, rows)
+        else:
+            s_top, rows = (c[part].to(dev) for c in candidates)
+            w = mo.video_scores(s_top, cfg.q2c_alpha)
         if "VR" in out:
-            vr_w = w if cfg.vr_score == "exp" else scores.gather(1, rows)
-            out["VR"] += mo.top_n_entries(mo.vr_entries(desc_ids, video_idx[rows], vr_w), cfg.max_after_nms)
+            vr_w = w if cfg.vr_score == "exp" else s_top
+            out["VR"] += mo.top_n_entries(mo.vr_entries(ids, video_idx[rows], vr_w), keep)
         if "VCMR" in out:
             st, ed = span_probabilities_on(model, q, enc, rows, cfg)
-            best = mo.top_vcmr_moments(st, ed, w, mask, cfg.max_before_nms, cfg.score_chunk_elems)
-            entries = mo.moment_entries(desc_ids, video_idx[rows.gather(1, best.video)], best, interval)
-            out["VCMR"] += mo.top_n_entries(entries, cfg.max_after_nms)
+            best = mo.top_vcmr_moments(st, ed, w, mask, n_moments, cfg.score_chunk_elems)
+            entries = mo.moment_entries(ids, video_idx[rows.gather(1, best.video)], best, interval)
+            out["VCMR"] += mo.top_n_entries(entries, keep)
         if "SVMR" in out:
-            gt = torch.tensor([row_of[r["vid"]] for r in chunk], dtype=torch.long, device=enc.frames.device)
+            gt = svmr_rows[part].to(dev)
             st, ed = span_probabilities_on(model, q, enc, gt[:, None], cfg)
-            best = mo.top_svmr_moments(st[:, 0], ed[:, 0], mask, cfg.max_before_nms, cfg.score_chunk_elems)
-            entries = mo.moment_entries(desc_ids, video_idx[gt][:, None].expand_as(best.st), best, interval,
+            best = mo.top_svmr_moments(st[:, 0], ed[:, 0], mask, n_moments, cfg.score_chunk_elems)
+            entries = mo.moment_entries(ids, video_idx[gt][:, None].expand_as(best.st), best, interval,
                                         float64_times=True)
-            out["SVMR"] += mo.top_n_entries(entries, cfg.max_after_nms)
+            out["SVMR"] += mo.top_n_entries(entries, keep)
     return out
 
 
@@ -689,7 +712,10 @@ def predict(model: HeroForVcmr, corpus: Any, dataset: str, split: str, cfg: Retr
         enc = encode_corpus(model, corpus, vids, batch_size, device, cfg)
         vidx = torch.tensor([video2idx[v] for v in vids], dtype=torch.long)
         mine = records[_rank_slice(len(records))]
-        lists = rank_queries(model, corpus, enc, mine, vidx, cfg, float(corpus.frame_interval), with_svmr, device)
+        row_of = {v: i for i, v in enumerate(enc.vids)}
+        svmr_rows = torch.tensor([row_of[r["vid"]] for r in mine], dtype=torch.long) if with_svmr else None
+        lists = rank_moments(model, corpus, [r["input_ids"] for r in mine], [r["qid"] for r in mine], enc, cfg,
+                             float(corpus.frame_interval), video_idx=vidx, svmr_rows=svmr_rows, device=device)
     finally:
         model.train(was_training)
     parts = all_gather_objects(lists)

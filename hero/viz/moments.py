@@ -24,20 +24,20 @@ def query_moment(model: Any, corpus: Any, record: dict) -> dict[str, Any]:
     Returns:
         ``{"st_prob": (L,), "ed_prob": (L,), "pred": (st_s, ed_s), "score": float, "interval": Δ}``.
     """
-    from hero.eval import moments as mo
-    from hero.tasks.retrieval import encode_corpus, encode_queries, span_probabilities_on
+    from hero.tasks.retrieval import encode_corpus, encode_queries, rank_moments, span_probabilities_on
 
     cfg = model.task_config
     enc = encode_corpus(model, corpus, [record["vid"]], batch_size=1, cfg=cfg)
     q = encode_queries(model, corpus, [record["input_ids"]], cfg)
-    st, ed = span_probabilities_on(model, q, enc, torch.zeros(1, 1, dtype=torch.long), cfg)
+    st, ed = span_probabilities_on(model, q, enc, torch.zeros(1, 1, dtype=torch.long), cfg)  # the curves
     n = int(enc.mask[0].sum())
-    mask = mo.length_mask(enc.frames.shape[1], cfg.min_pred_l, cfg.max_pred_l)
-    best = mo.top_svmr_moments(st[:, 0], ed[:, 0], mask, 1)
     interval = float(corpus.frame_interval)
-    s, e = mo.frames_to_seconds(best.st[0, 0], best.ed[0, 0], interval)
+    # the best moment as `hero predict` ranks single-video moments (SVMR)
+    ranked = rank_moments(model, corpus, [record["input_ids"]], [record.get("qid")], enc, cfg, interval,
+                          svmr_rows=torch.zeros(1, dtype=torch.long), tasks=("SVMR",), keep=1)
+    _, s, e, score = ranked["SVMR"][0]["predictions"][0]
     return {"st_prob": st[0, 0, :n], "ed_prob": ed[0, 0, :n], "pred": (float(s), float(e)),
-            "score": float(best.score[0, 0]), "interval": interval}
+            "score": float(score), "interval": interval}
 
 
 def moments_figure(model: Any, corpus: Any, out: str | Path, dataset: str = "tvr", split: str = "val",
