@@ -127,6 +127,8 @@ def check_or_write_meta(out: Path, settings: dict[str, Any], write: bool) -> Non
             old_settings = {**old_settings, "preset": DEFAULT_PRESET}  # written before presets existed
         if old_settings != json.loads(json.dumps(settings)):
             diff = _first_difference(old_settings, json.loads(json.dumps(settings)))
+            if isinstance(old_settings, dict) and old_settings.get("preset") != settings.get("preset"):
+                diff = _first_difference(old_settings.get("preset"), settings.get("preset"), "settings.preset")
             raise HeroError(f"{out} holds features extracted with other settings ({diff}); "
                             "use another --out directory to keep them apart")
         return
