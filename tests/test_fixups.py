@@ -280,3 +280,45 @@ def test_numeric_options_are_range_checked(capsys, argv, option, words):
     assert info.value.code == 2
     line = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(line) == 1 and f"argument {option}: " in line[0] and words in line[0], err
+
+
+# -- task settings are range-checked, named as task_config.<key> ----------------------------------
+
+TASK_SETTINGS = [
+    ("hero.tasks.retrieval", "RetrievalConfig", "margin", -0.1),
+    ("hero.tasks.retrieval", "RetrievalConfig", "hard_pool_size", 0),
+    ("hero.tasks.retrieval", "RetrievalConfig", "hard_neg_weight", float("nan")),
+    ("hero.tasks.retrieval", "RetrievalConfig", "lw_neg_ctx", -1.0),
+    ("hero.tasks.retrieval", "RetrievalConfig", "lw_st_ed", float("inf")),
+    ("hero.tasks.retrieval", "RetrievalConfig", "q2c_alpha", 0.0),
+    ("hero.tasks.retrieval", "RetrievalConfig", "nms_thd", 1.5),
+    ("hero.tasks.retrieval", "RetrievalConfig", "min_pred_l", -1),
+    ("hero.tasks.retrieval", "RetrievalConfig", "hard_negative_start_step", -5),
+    ("hero.tasks.retrieval", "RetrievalConfig", "drop_svmr_prob", float("nan")),
+    ("hero.tasks.captioning", "TvcConfig", "hidden_dropout_prob", 1.0),
+    ("hero.tasks.captioning", "TvcConfig", "attention_probs_dropout_prob", -0.1),
+    ("hero.tasks.captioning", "TvcConfig", "layer_norm_eps", 0.0),
+    ("hero.tasks.captioning", "TvcConfig", "lr_mul", -10.0),
+    ("hero.tasks.captioning", "TvcConfig", "label_smoothing", float("nan")),
+    ("hero.tasks.video_qa", "QaConfig", "lw_st_ed", float("nan")),
+]
+
+
+@pytest.mark.parametrize("module, name, key, value", TASK_SETTINGS, ids=[f"{c[1]}.{c[2]}" for c in TASK_SETTINGS])
+def test_task_settings_are_range_checked(module, name, key, value):
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    with pytest.raises(HeroError, match=rf"task_config\.{key} must be "):
+        cls(**{key: value})
+
+
+def test_task_settings_defaults_and_nms_off_pass():
+    from hero.tasks.captioning import TvcConfig
+    from hero.tasks.retrieval import RetrievalConfig
+    from hero.tasks.video_qa import QaConfig
+
+    RetrievalConfig(nms_thd=-1)  # -1 disables NMS
+    RetrievalConfig(hard_negative_start_step=None, margin=0.0)
+    TvcConfig(hidden_dropout_prob=0.0)
+    QaConfig(lw_st_ed=0.0)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
-from hero.errors import HeroError, NonFiniteError
+from hero.errors import HeroError, NonFiniteError, SettingError, check_settings
 from hero.io import write_text_atomic
 from hero.model.baselines import build_backbone
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
@@ -129,6 +129,14 @@ class RetrievalConfig:
     """VR list scores: ``exp`` (``exp(α·S)``, TVR) or ``cosine`` (raw ``S``, reference MSR-VTT)."""
 
     def __post_init__(self) -> None:
+        check_settings(self, "task_config", lw_st_ed=">=0", lw_neg_ctx=">=0", lw_neg_q=">=0", margin=">=0",
+                       drop_svmr_prob="[0,1]", span_draw_seed=">=0", hard_negative_start_step=">=0",
+                       hard_pool_size=">=1", hard_neg_weight=">=0", q2c_alpha=">0", min_pred_l=">=0",
+                       max_pred_l=">=1", score_chunk_elems=">=1")
+        if not (self.nms_thd == -1 or 0 <= self.nms_thd <= 1):  # NaN fails both
+            raise SettingError("nms_thd", "in [0, 1] or -1 (no NMS)", self.nms_thd, "task_config")
+        if self.max_pred_l <= self.min_pred_l:
+            raise SettingError("max_pred_l", f"> min_pred_l ({self.min_pred_l})", self.max_pred_l, "task_config")
         problems = []
         for name in ("max_txt_len", "video_only_group_len", "max_vcmr_video", "max_before_nms", "max_after_nms",
                      "query_batch_size", "inference_max_txt_len", "video_batch_size"):
