@@ -182,3 +182,49 @@ def test_pretraining_batch_end_to_end(corpus_dir):
         assert meta["objective"] == name
         out = objective(model, batch)
         assert torch.isfinite(out["loss"]), name
+
+
+# -- the corpus interface of the task code (`hero.data.protocol.CorpusLike`) -------------------------
+
+
+def test_corpus_and_the_test_corpus_satisfy_corpus_like(corpus_dir):
+    from fake_corpus import FakeCorpus
+
+    from hero.data.protocol import CorpusLike
+
+    corpus = Corpus(corpus_dir[0])
+    assert isinstance(corpus, CorpusLike)
+    assert isinstance(FakeCorpus([]), CorpusLike)
+
+    class NoClips:  # the annotations alone are not a corpus
+        frame_interval, tokens, tokenizer = 1.5, None, None
+
+        def video_ids(self):
+            return []
+
+        def annotations(self, dataset, split):
+            return []
+
+    assert not isinstance(NoClips(), CorpusLike)
+
+
+def test_no_corpus_parameter_of_the_package_is_untyped():
+    """A ``corpus`` parameter has a real type: `CorpusLike` (what the task, search and figure code
+    reads), `Corpus` (code that needs a prepared directory's stores or files), a path, ...; never
+    ``Any`` and never none."""
+    import ast
+    from pathlib import Path
+
+    import hero
+
+    untyped = []
+    for path in sorted(Path(hero.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                for arg in args:
+                    if arg.arg == "corpus":
+                        text = "" if arg.annotation is None else ast.unparse(arg.annotation)
+                        if not text or "Any" in text.replace("|", " ").split():
+                            untyped.append(f"{path.name}:{node.lineno} {node.name}(corpus: {text})")
+    assert untyped == []

@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hero.errors import HeroError
+
+if TYPE_CHECKING:
+    from hero.data.corpus import Corpus
 
 MAX_PROBLEMS = 20
 """Problems kept per section (the count goes on)."""
@@ -98,7 +101,7 @@ def _store_pass(section: Section, open_store: Callable[[], Any], check: Callable
     return store
 
 
-def annotation_problems(corpus: Any, videos: Any = None) -> tuple[list[str], int]:
+def annotation_problems(corpus: Corpus, videos: Any = None) -> tuple[list[str], int]:
     """Read every annotation file of ``corpus``; ``(problems, records)``.
 
     Problems: a file that does not read, a count that differs from ``corpus.json``'s, a file

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError
 from hero.io import check_replaceable, honour_umask, read_json, writing
 from hero.search.rank import (
@@ -204,7 +205,7 @@ def model_meta(model: Any, model_dir: str | os.PathLike | None, cfg: Any) -> dic
             "task_config": dataclasses.asdict(cfg)}
 
 
-def build_index(out_dir: str | os.PathLike, model: Any, corpus: Any, *, vids: Sequence[str] | None = None,
+def build_index(out_dir: str | os.PathLike, model: Any, corpus: CorpusLike, *, vids: Sequence[str] | None = None,
                 model_dir: str | os.PathLike | None = None, cfg: Any = None, batch_size: int = 32,
                 device: torch.device | str = "cpu", dtype: str = "float16", kind: str = "flat",
                 nlist: int | None = None, hnsw_m: int = 32, chunk_videos: int = 1024, overwrite: bool = False,

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from hero.config import HeroConfig
 from hero.data.batch import collate_video, pad_token_rows
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError, check_settings
 from hero.io import write_text_atomic
 from hero.model.baselines import build_backbone
@@ -414,7 +415,7 @@ def moment_memory(ranges: Sequence[tuple[int, int, int]], frames_per_video: int)
     return index, mask
 
 
-def _video_batch(corpus: Any, items: Sequence[dict], cfg: TvcConfig) -> TvcBatch:
+def _video_batch(corpus: CorpusLike, items: Sequence[dict], cfg: TvcConfig) -> TvcBatch:
     """Encode-side batch of items ``{"vid", "captions": [{"ts", ...}]}`` (captions in item order)."""
     from hero.data.alignment import tvc_clip_range
 
@@ -437,7 +438,8 @@ def caption_rows(tokens: Sequence[int], bos: int, eos: int, max_len: int) -> tup
     return ([bos, *tokens][:max_len], [*tokens, eos][:max_len])
 
 
-def collate(corpus: Any, items: Sequence[dict], cfg: TvcConfig, generator: torch.Generator | None = None) -> TvcBatch:
+def collate(corpus: CorpusLike, items: Sequence[dict], cfg: TvcConfig,
+            generator: torch.Generator | None = None) -> TvcBatch:
     """A training batch from `train_items` items (one per video, with all its captions).
 
     With ``cfg.max_cap_per_vid``, a video with more captions keeps a random subset (from ``generator``).
@@ -480,7 +482,7 @@ def _check_record(record: Any, where: str, need_captions: bool) -> None:
                 raise HeroError(f"{where}: captions[{j}] needs 'input_ids' (a list of token ids)")
 
 
-def train_items(corpus: Any, dataset: str, split: str, cfg: TvcConfig) -> list[dict]:
+def train_items(corpus: CorpusLike, dataset: str, split: str, cfg: TvcConfig) -> list[dict]:
     """One item per video: ``{"vid", "captions": [{"clip_id", "desc_id", "ts", "input_ids"}]}``,
     videos in order of first appearance (reference ``TvcTrainDataset``: batches of videos)."""
     by_vid: dict[str, list[dict]] = {}
@@ -554,14 +556,14 @@ def cut_at_eos(ids: Sequence[int], eos_id: int) -> list[int]:
     return out
 
 
-def _clip_records(corpus: Any, dataset: str, split: str) -> list[dict]:
+def _clip_records(corpus: CorpusLike, dataset: str, split: str) -> list[dict]:
     records = corpus.annotations(dataset, split)
     for i, record in enumerate(records):
         _check_record(record, where(dataset, split, i), need_captions=False)
     return records
 
 
-def predict(model: HeroForTvc, corpus: Any, dataset: str, split: str, cfg: TvcConfig, batch_size: int = 8,
+def predict(model: HeroForTvc, corpus: CorpusLike, dataset: str, split: str, cfg: TvcConfig, batch_size: int = 8,
             device: torch.device | str = "cpu") -> list[dict]:
     """Caption every clip of a split, in the official TVC format (one dict per clip, in annotation
     order): ``{"vid_name", "clip_id", "ts", "descs": [{"desc": text}]}``.
@@ -596,7 +598,7 @@ def write_predictions(predictions: list[dict], path: str | os.PathLike, cfg: Tvc
     write_text_atomic(path, "".join(json.dumps(p) + "\n" for p in predictions))
 
 
-def references(corpus: Any, dataset: str, split: str) -> dict[Hashable, list[str]]:
+def references(corpus: CorpusLike, dataset: str, split: str) -> dict[Hashable, list[str]]:
     """``{clip_id: [reference caption, ...]}`` of a split."""
     out = {}
     for i, record in enumerate(_clip_records(corpus, dataset, split)):
@@ -608,7 +610,7 @@ def references(corpus: Any, dataset: str, split: str) -> dict[Hashable, list[str
     return out
 
 
-def evaluate(predictions: list[dict], corpus: Any, dataset: str, split: str, cfg: TvcConfig) -> dict[str, float]:
+def evaluate(predictions: list[dict], corpus: CorpusLike, dataset: str, split: str, cfg: TvcConfig) -> dict[str, float]:
     """The official TVC metrics of `predict` output against the split's captions."""
     from hero.eval.captioning import caption_metrics
 

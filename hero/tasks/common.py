@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError, NonFiniteError
 from hero.io import write_json_atomic
 from hero.model.checkpoint import (
@@ -60,7 +61,7 @@ def is_token_ids(x: Any) -> bool:
     return isinstance(x, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
 
 
-def checked_records(corpus: Any, dataset: str, split: str, check: Callable[[dict, str], None]) -> list[dict]:
+def checked_records(corpus: CorpusLike, dataset: str, split: str, check: Callable[[dict, str], None]) -> list[dict]:
     """All records of a split, each passed to ``check(record, where)``; every video must be in the
     corpus and qids unique (inference of the classification tasks)."""
     records = corpus.annotations(dataset, split)

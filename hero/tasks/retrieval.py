@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from hero.config import HeroConfig
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError, NonFiniteError, SettingError, check_settings
 from hero.io import write_text_atomic
 from hero.model.baselines import build_backbone
@@ -272,7 +273,7 @@ def training_span(ts: Any) -> tuple[float, float] | None:
     return max(spans, key=lambda s: (counts[s], -spans.index(s)))
 
 
-def train_items(corpus: Any, dataset: str, split: str, cfg: RetrievalConfig) -> list[dict]:
+def train_items(corpus: CorpusLike, dataset: str, split: str, cfg: RetrievalConfig) -> list[dict]:
     """One item per query: ``{"qid", "vid", "input_ids", "ts": [st, ed] | None}``.
 
     Queries whose video is not in the corpus, or (with ``drop_long_train_queries``) longer than
@@ -309,7 +310,7 @@ def group_key(item: dict) -> str:
     return item["vid"]
 
 
-def video_groups(clip: Clip, corpus: Any, cfg: RetrievalConfig) -> list[Group]:
+def video_groups(clip: Clip, corpus: CorpusLike, cfg: RetrievalConfig) -> list[Group]:
     """Subtitle groups of a clip for the video representation (text not cut, as the reference's
     ``repr`` path); with ``video_only``, the frames in groups of ``video_only_group_len`` (one
     group when they fit) with text ``[CLS]``, as the reference's video-only datasets."""
@@ -326,7 +327,7 @@ def video_groups(clip: Clip, corpus: Any, cfg: RetrievalConfig) -> list[Group]:
     return groups
 
 
-def query_rows(ids_list: Sequence[Sequence[int]], corpus: Any, cfg: RetrievalConfig,
+def query_rows(ids_list: Sequence[Sequence[int]], corpus: CorpusLike, cfg: RetrievalConfig,
                limit: int | None = -1) -> tuple[Tensor, Tensor]:
     """``[CLS] + tokens[:limit]`` of every query, padded: ``ids (Q, T)``, ``mask (Q, T)``.
 
@@ -360,7 +361,7 @@ def span_step(cfg: RetrievalConfig, step: int) -> bool:
     return float(np.random.default_rng([cfg.span_draw_seed, int(step)]).random()) >= cfg.drop_svmr_prob
 
 
-def collate(corpus: Any, items: Sequence[dict], cfg: RetrievalConfig,
+def collate(corpus: CorpusLike, items: Sequence[dict], cfg: RetrievalConfig,
             generator: torch.Generator | None = None, use_span: bool | None = None) -> VsmBatch:
     """A VSM batch of ``items`` (one query per video; query ``i`` belongs to clip ``i``).
 
@@ -448,7 +449,7 @@ def _gather_rows(x: Tensor, pad_dims: tuple[int, ...] = ()) -> Tensor:
 
 
 @torch.no_grad()
-def encode_corpus(model: HeroForVcmr, corpus: Any, vids: Sequence[str], batch_size: int = 50,
+def encode_corpus(model: HeroForVcmr, corpus: CorpusLike, vids: Sequence[str], batch_size: int = 50,
                   device: torch.device | str = "cpu", cfg: RetrievalConfig | None = None) -> CorpusEncoding:
     """Encode the videos ``vids`` once (reference ``v_encoder(batch, 'repr')``), in chunks of
     ``cfg.video_batch_size`` (else ``batch_size``) videos in the given order.
@@ -501,7 +502,7 @@ def encode_corpus(model: HeroForVcmr, corpus: Any, vids: Sequence[str], batch_si
 
 
 @torch.no_grad()
-def encode_queries(model: HeroForVcmr, corpus: Any, ids_list: Sequence[Sequence[int]], cfg: RetrievalConfig,
+def encode_queries(model: HeroForVcmr, corpus: CorpusLike, ids_list: Sequence[Sequence[int]], cfg: RetrievalConfig,
                    batch_size: int = 80, device: torch.device | str = "cpu") -> Tensor:
     """Query vectors ``(Q, D)`` of token lists (``[CLS] + tokens``, cut by `inference_query_limit`)."""
     out = []
@@ -571,7 +572,7 @@ def span_probabilities_on(model: HeroForVcmr, q: Tensor, enc: CorpusEncoding, vr
 # ---------------------------------------------------------------------------------------------
 
 
-def read_video2idx(corpus: Any, dataset: str, split: str) -> dict[str, int] | None:
+def read_video2idx(corpus: CorpusLike, dataset: str, split: str) -> dict[str, int] | None:
     """The official ``video2idx`` of a split, when the corpus ships one.
 
     ``annotations/<dataset>/video2idx.json`` holds either ``{split: {vid: idx}}`` or the TVR file
@@ -597,7 +598,8 @@ def read_video2idx(corpus: Any, dataset: str, split: str) -> dict[str, int] | No
     return out
 
 
-def split_videos(corpus: Any, dataset: str, split: str, records: Sequence[dict]) -> tuple[list[str], dict[str, int]]:
+def split_videos(corpus: CorpusLike, dataset: str, split: str,
+                 records: Sequence[dict]) -> tuple[list[str], dict[str, int]]:
     """The corpus searched for a split, sorted by name (as the reference), and its ``video2idx``.
 
     With an official ``video2idx`` (`read_video2idx`) the corpus is every video listed for the
@@ -624,7 +626,7 @@ def split_videos(corpus: Any, dataset: str, split: str, records: Sequence[dict])
     return vids, {v: i for i, v in enumerate(vids)}
 
 
-def _records(corpus: Any, dataset: str, split: str) -> list[dict]:
+def _records(corpus: CorpusLike, dataset: str, split: str) -> list[dict]:
     records = corpus.annotations(dataset, split)
     for i, record in enumerate(records):
         _check_record(record, _where(dataset, split, i))
@@ -698,7 +700,7 @@ def rank_moments(model: HeroForVcmr, tokens: Any, query_ids: Sequence[Sequence[i
     return out
 
 
-def predict(model: HeroForVcmr, corpus: Any, dataset: str, split: str, cfg: RetrievalConfig,
+def predict(model: HeroForVcmr, corpus: CorpusLike, dataset: str, split: str, cfg: RetrievalConfig,
             batch_size: int = 32, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Rank the split's corpus for every query of the split: the official submission dict
     ``{"video2idx", "VCMR", "SVMR", "VR"}`` (lists of ``[video_idx, st, ed, score]``, without NMS,
@@ -779,7 +781,7 @@ def write_predictions(predictions: dict[str, Any], path: str | os.PathLike, cfg:
         write_text_atomic(nms_path(path), json.dumps(apply_nms(predictions, cfg)))
 
 
-def ground_truth(corpus: Any, dataset: str, split: str) -> list[dict]:
+def ground_truth(corpus: CorpusLike, dataset: str, split: str) -> list[dict]:
     """The split's queries as official TVR ground-truth records
     ``{desc_id, vid_name, ts, duration, type, desc}`` (``ts``/``type`` left out when absent)."""
     out = []
@@ -807,7 +809,7 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def evaluate(predictions: dict[str, Any], corpus: Any, dataset: str, split: str,
+def evaluate(predictions: dict[str, Any], corpus: CorpusLike, dataset: str, split: str,
              cfg: RetrievalConfig) -> dict[str, float]:
     """Official TVR metrics of a submission: ``{task}/{metric}`` without NMS and, with ``nms_thd ≠
     −1``, ``{task}_nms_{thd}/{metric}`` after NMS (VCMR and SVMR; keys as the reference's logs)."""

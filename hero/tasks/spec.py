@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from hero.data.protocol import CorpusLike
 from hero.tasks.common import write_json_predictions
 
 
@@ -33,18 +34,19 @@ class Task(Protocol):
     model_class: type
     prediction_suffix: str
 
-    def train_items(self, corpus: Any, dataset: str, split: str, cfg: Any) -> list: ...
+    def train_items(self, corpus: CorpusLike, dataset: str, split: str, cfg: Any) -> list: ...
 
-    def collate(self, corpus: Any, items: Sequence[Any], cfg: Any, generator: torch.Generator | None) -> Any: ...
+    def collate(self, corpus: CorpusLike, items: Sequence[Any], cfg: Any, generator: torch.Generator | None) -> Any: ...
 
     def loss(self, model: torch.nn.Module, batch: Any, cfg: Any, step: int) -> dict[str, Any]: ...
 
-    def predict(self, model: torch.nn.Module, corpus: Any, dataset: str, split: str, cfg: Any, batch_size: int,
+    def predict(self, model: torch.nn.Module, corpus: CorpusLike, dataset: str, split: str, cfg: Any, batch_size: int,
                 device: torch.device | str) -> Any: ...
 
     def write_predictions(self, predictions: Any, path: str | os.PathLike, cfg: Any) -> None: ...
 
-    def evaluate(self, predictions: Any, corpus: Any, dataset: str, split: str, cfg: Any) -> dict[str, float]: ...
+    def evaluate(self, predictions: Any, corpus: CorpusLike, dataset: str, split: str,
+                 cfg: Any) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig
 from hero.data.batch import collate_video, pad_token_rows
 from hero.data.problems import Problems
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError, check_settings
 from hero.model.baselines import build_backbone
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
@@ -226,7 +227,7 @@ def qa_tokens(item: dict, answer: int, sep_id: int) -> list[int]:
     return [sep_id, *item["q_ids"], sep_id, *item["a_ids"][answer]]
 
 
-def _qa_batch(corpus: Any, items: Sequence[dict], cfg: QaConfig, with_targets: bool) -> QaBatch:
+def _qa_batch(corpus: CorpusLike, items: Sequence[dict], cfg: QaConfig, with_targets: bool) -> QaBatch:
     if not items:
         raise HeroError("cannot collate an empty QA batch")
     counts = {len(it["a_ids"]) for it in items}
@@ -255,7 +256,8 @@ def _qa_batch(corpus: Any, items: Sequence[dict], cfg: QaConfig, with_targets: b
     return batch
 
 
-def collate(corpus: Any, items: Sequence[dict], cfg: QaConfig, generator: torch.Generator | None = None) -> QaBatch:
+def collate(corpus: CorpusLike, items: Sequence[dict], cfg: QaConfig,
+            generator: torch.Generator | None = None) -> QaBatch:
     """A training batch from `train_items` items (no random choice: ``generator`` is unused)."""
     return _qa_batch(corpus, items, cfg, with_targets=True)
 
@@ -295,7 +297,8 @@ def to_item(record: dict) -> dict:
             "ts": record.get("ts")}
 
 
-def train_items(corpus: Any, dataset: str, split: str, cfg: QaConfig, problems: Problems | None = None) -> list[dict]:
+def train_items(corpus: CorpusLike, dataset: str, split: str, cfg: QaConfig,
+                problems: Problems | None = None) -> list[dict]:
     """One item per question (`to_item`), in annotation order.
 
     Skipped, and counted in ``problems`` (a warning lists them when none is given): questions whose
@@ -323,7 +326,7 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: QaConfig, problems: 
     return items
 
 
-def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
+def eval_records(corpus: CorpusLike, dataset: str, split: str) -> list[dict]:
     """All records of a split, checked (answers may be null)."""
     return checked_records(corpus, dataset, split, lambda r, at: check_record(r, at, need_answer=False))
 
@@ -353,7 +356,7 @@ def loss(model: HeroForVideoQa, batch: QaBatch, cfg: QaConfig, step: int = 0) ->
 
 
 @torch.no_grad()
-def predict_logits(model: HeroForVideoQa, corpus: Any, dataset: str, split: str, cfg: QaConfig,
+def predict_logits(model: HeroForVideoQa, corpus: CorpusLike, dataset: str, split: str, cfg: QaConfig,
                    batch_size: int = 8, device: torch.device | str = "cpu") -> dict[str, list[float]]:
     """``{qid: answer logits}`` of every question of a split (annotation order)."""
     records = eval_records(corpus, dataset, split)
@@ -378,7 +381,7 @@ def predict_logits(model: HeroForVideoQa, corpus: Any, dataset: str, split: str,
     return {str(r["qid"]): out[str(r["qid"])] for r in records}
 
 
-def predict(model: HeroForVideoQa, corpus: Any, dataset: str, split: str, cfg: QaConfig, batch_size: int = 8,
+def predict(model: HeroForVideoQa, corpus: CorpusLike, dataset: str, split: str, cfg: QaConfig, batch_size: int = 8,
             device: torch.device | str = "cpu") -> dict[str, int]:
     """``{qid: answer_idx}`` (argmax of the answer logits) for every question of a split.
 
@@ -394,7 +397,8 @@ def write_predictions(predictions: dict[str, int], path: str | os.PathLike, cfg:
     write_json_predictions(predictions, path, cfg)
 
 
-def evaluate(predictions: dict[str, int], corpus: Any, dataset: str, split: str, cfg: QaConfig) -> dict[str, float]:
+def evaluate(predictions: dict[str, int], corpus: CorpusLike, dataset: str, split: str,
+             cfg: QaConfig) -> dict[str, float]:
     """Accuracy (%) overall and per ``q_type`` against the split's answers."""
     from hero.eval.classification import qa_accuracy
 

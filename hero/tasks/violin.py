@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig
 from hero.data.batch import collate_video, pad_token_rows
 from hero.data.problems import Problems
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError
 from hero.model.baselines import build_backbone
 from hero.model.hero import REFERENCE_KEY_MAP as BACKBONE_KEY_MAP
@@ -141,7 +142,8 @@ class ViolinBatch:
         return ViolinBatch(self.video.to(device), move(self.txt_ids), move(self.txt_mask), move(self.labels))
 
 
-def _violin_batch(corpus: Any, rows: Sequence[tuple[str, Sequence[int], int | None]], cfg: ViolinConfig) -> ViolinBatch:
+def _violin_batch(corpus: CorpusLike, rows: Sequence[tuple[str, Sequence[int], int | None]],
+                  cfg: ViolinConfig) -> ViolinBatch:
     """Batch of ``(vid, statement ids, label or None)`` rows."""
     if not rows:
         raise HeroError("cannot collate an empty VIOLIN batch")
@@ -164,7 +166,7 @@ def _violin_batch(corpus: Any, rows: Sequence[tuple[str, Sequence[int], int | No
     return ViolinBatch(video, txt_ids, txt_mask.bool(), labels)
 
 
-def collate(corpus: Any, items: Sequence[dict], cfg: ViolinConfig,
+def collate(corpus: CorpusLike, items: Sequence[dict], cfg: ViolinConfig,
             generator: torch.Generator | None = None) -> ViolinBatch:
     """A training batch from `train_items` items: every statement of every item, in order
     (no random choice: ``generator`` is unused)."""
@@ -201,7 +203,7 @@ def pair_key(record: dict) -> tuple[str, str]:
     return str(record["vid"]), stem
 
 
-def train_items(corpus: Any, dataset: str, split: str, cfg: ViolinConfig,
+def train_items(corpus: CorpusLike, dataset: str, split: str, cfg: ViolinConfig,
                 problems: Problems | None = None) -> list[dict]:
     """Items ``{"vid", "statements": [{"qid", "input_ids", "label"}, ...]}``: statement pairs (or
     single statements without ``cfg.pair_statements``), in order of first appearance.
@@ -232,7 +234,7 @@ def train_items(corpus: Any, dataset: str, split: str, cfg: ViolinConfig,
     return list(items.values())
 
 
-def eval_records(corpus: Any, dataset: str, split: str) -> list[dict]:
+def eval_records(corpus: CorpusLike, dataset: str, split: str) -> list[dict]:
     """All records of a split, checked (labels may be null): every video in the corpus, qids unique."""
     return checked_records(corpus, dataset, split, lambda r, at: check_record(r, at, need_label=False))
 
@@ -249,7 +251,7 @@ def loss(model: HeroForViolin, batch: ViolinBatch, cfg: ViolinConfig, step: int 
 
 
 @torch.no_grad()
-def predict_logits(model: HeroForViolin, corpus: Any, dataset: str, split: str, cfg: ViolinConfig,
+def predict_logits(model: HeroForViolin, corpus: CorpusLike, dataset: str, split: str, cfg: ViolinConfig,
                    batch_size: int = 16, device: torch.device | str = "cpu") -> dict[str, float]:
     """``{qid: logit}`` of every statement of a split (annotation order)."""
     records = eval_records(corpus, dataset, split)
@@ -267,7 +269,7 @@ def predict_logits(model: HeroForViolin, corpus: Any, dataset: str, split: str, 
     return out
 
 
-def predict(model: HeroForViolin, corpus: Any, dataset: str, split: str, cfg: ViolinConfig, batch_size: int = 16,
+def predict(model: HeroForViolin, corpus: CorpusLike, dataset: str, split: str, cfg: ViolinConfig, batch_size: int = 16,
             device: torch.device | str = "cpu") -> dict[str, int]:
     """``{qid: 1 if sigmoid(logit) > 0.5 else 0}`` for every statement; ``batch_size`` counts statements."""
     logits = predict_logits(model, corpus, dataset, split, cfg, batch_size, device)
@@ -275,7 +277,7 @@ def predict(model: HeroForViolin, corpus: Any, dataset: str, split: str, cfg: Vi
     return {qid: int(logit > 0.0) for qid, logit in logits.items()}
 
 
-def evaluate(predictions: dict[str, int], corpus: Any, dataset: str, split: str,
+def evaluate(predictions: dict[str, int], corpus: CorpusLike, dataset: str, split: str,
              cfg: ViolinConfig) -> dict[str, float]:
     """Accuracy (%) against the split's labels."""
     from hero.eval.classification import violin_accuracy

@@ -15,11 +15,12 @@ from typing import Any
 from torch import nn
 
 from hero.config import HeroConfig, pad_to_multiple
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError
 from hero.train.config import ModelSpec
 
 
-def corpus_sizes(corpus: Any) -> dict[str, int]:
+def corpus_sizes(corpus: CorpusLike) -> dict[str, int]:
     """``vfeat_dim`` and vocabulary sizes a corpus implies."""
     sizes: dict[str, int] = {}
     store = getattr(corpus, "video_store", None)
@@ -37,7 +38,7 @@ def corpus_sizes(corpus: Any) -> dict[str, int]:
     return sizes
 
 
-def hero_config(spec: ModelSpec, corpus: Any | None = None) -> HeroConfig:
+def hero_config(spec: ModelSpec, corpus: CorpusLike | None = None) -> HeroConfig:
     """Preset ← corpus sizes ← explicit overrides."""
     fields = {f.name for f in dataclasses.fields(HeroConfig)}
     unknown = sorted(set(spec.overrides) - fields)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError, check_settings
 from hero.io import write_json_atomic
 from hero.tasks import get_task, prediction_suffix, write_task_predictions
@@ -68,7 +69,7 @@ class FinetunePlan:
 
     task: Any
     cfg: Any
-    corpus: Any
+    corpus: CorpusLike
     items: list
     model_config: Any
 
@@ -105,7 +106,7 @@ def check_finetune(config: FinetuneConfig, world_size: int | None = None) -> Fin
 class FinetuneBatches(torch.utils.data.Dataset):
     """This rank's fine-tuning micro-batches, indexed by micro-step (see module docstring)."""
 
-    def __init__(self, task: Any, corpus: Any, items: list, cfg: Any, batch_size: int, seed: int,
+    def __init__(self, task: Any, corpus: CorpusLike, items: list, cfg: Any, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1) -> None:
         if not items:
             raise HeroError("no training item: check the dataset and split")
@@ -177,7 +178,7 @@ class TaskStep:
         return self.task.loss(model, batch, self.cfg, step)
 
 
-def build_task_model(task: Any, cfg: Any, spec: ModelSpec, corpus: Any):
+def build_task_model(task: Any, cfg: Any, spec: ModelSpec, corpus: CorpusLike):
     torch.manual_seed(0)
     return task.model_class(hero_config(spec, corpus), cfg)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,9 @@ from hero.train.data import Mix, PretrainBatches
 from hero.train.distributed import barrier, setup
 from hero.train.engine import Engine
 from hero.train.logging import progress_interval
+
+if TYPE_CHECKING:
+    from hero.data.corpus import Corpus
 
 EVAL_SPLITS = ("val", "test", "test_public", "test-public", "dev")
 
@@ -106,7 +109,7 @@ def write_or_check_config(run_dir: Path, config: Any, log=print) -> None:
     write_text_atomic(path, dump_config(config))
 
 
-def pretraining_videos(corpus: Any, which: str) -> list[str]:
+def pretraining_videos(corpus: Corpus, which: str) -> list[str]:
     vids = list(corpus.video_ids())
     if which == "all":
         return vids

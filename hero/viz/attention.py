@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from hero.data.protocol import CorpusLike
 from hero.io import write_file_atomic
 from hero.model.hero import Hero, VideoInputs
 
@@ -89,7 +90,8 @@ def plot_attention(maps: Sequence[Tensor], labels: Sequence[str], num_frames: in
         plt.close(fig)
 
 
-def attention_figure(model, corpus, out: str | Path, vid: str | None = None, group: int | None = None) -> Path:
+def attention_figure(model, corpus: CorpusLike, out: str | Path, vid: str | None = None,
+                     group: int | None = None) -> Path:
     """Attention maps of one subtitle group of video ``vid`` of ``corpus`` (see `plot_attention`).
 
     ``group`` defaults to the group with the most frames (the most interesting cross-modal block).

@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
+from hero.data.protocol import CorpusLike
 from hero.errors import HeroError
 from hero.io import write_file_atomic
 
 
 @torch.no_grad()
-def query_moment(model: Any, corpus: Any, record: dict) -> dict[str, Any]:
+def query_moment(model: Any, corpus: CorpusLike, record: dict) -> dict[str, Any]:
     """Span probabilities and the best moment of one retrieval record on its own video.
 
     Returns:
@@ -40,7 +41,7 @@ def query_moment(model: Any, corpus: Any, record: dict) -> dict[str, Any]:
             "score": float(score), "interval": interval}
 
 
-def moments_figure(model: Any, corpus: Any, out: str | Path, dataset: str = "tvr", split: str = "val",
+def moments_figure(model: Any, corpus: CorpusLike, out: str | Path, dataset: str = "tvr", split: str = "val",
                    qid: Any = None, max_queries: int = 3) -> Path:
     """Draw the moment predictions of a retrieval model for up to ``max_queries`` queries of one video.
 
