@@ -322,3 +322,26 @@ def test_task_settings_defaults_and_nms_off_pass():
     RetrievalConfig(hard_negative_start_step=None, margin=0.0)
     TvcConfig(hidden_dropout_prob=0.0)
     QaConfig(lw_st_ed=0.0)
+
+
+# -- damaged feature-extractor weights are named errors (hero/extract/backbones.py) ---------------
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled-header"])
+def test_extractor_safetensors_damaged(tmp_path, damage):
+    import torch
+    from safetensors.torch import save_file
+
+    from hero.extract.backbones import read_state_dict
+
+    path = tmp_path / "resnet.safetensors"
+    save_file({"conv1.weight": torch.zeros(8, 3, 7, 7)}, str(path))
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[8:24] = b"#!garbage-header"
+    path.write_bytes(bytes(data))
+    with pytest.raises(HeroError) as info:
+        read_state_dict(path)
+    _one_line_naming(info.value, path)

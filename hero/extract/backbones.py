@@ -60,9 +60,9 @@ def read_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, T
     if not path.is_file():
         raise HeroError(f"{path}: weights file does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from hero.model.checkpoint import read_safetensors  # a damaged file: a CheckpointError naming it
 
-        obj: Any = load_file(str(path))
+        obj: Any = read_safetensors(path)
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
