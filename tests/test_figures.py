@@ -58,6 +58,28 @@ def test_attention_png_is_written(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_save_figure_writes_atomically_and_always_closes_the_figure(tmp_path):
+    """The one figure writer of hero.viz: a PNG in place, no temporary left, the figure closed, and
+    on a failed write the previous file untouched (also closed then)."""
+    import pytest
+
+    from hero.viz import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    out = save_figure(fig, tmp_path / "f" / "x.png", dpi=50)
+    assert out == tmp_path / "f" / "x.png" and out.read_bytes()[:4] == b"\x89PNG"
+    assert not plt.fignum_exists(fig.number) and sorted(p.name for p in out.parent.iterdir()) == ["x.png"]
+    before = out.read_bytes()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    with pytest.raises(ValueError):
+        save_figure(fig, out, dpi=-5)  # matplotlib refuses a negative dpi while writing
+    assert not plt.fignum_exists(fig.number)
+    assert out.read_bytes() == before and sorted(p.name for p in out.parent.iterdir()) == ["x.png"]
+
+
 def test_figure_command_names_what_is_missing_or_wrong(tmp_path, capsys):
     from hero.cli import main
 

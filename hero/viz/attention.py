@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from hero.data.protocol import CorpusLike
-from hero.io import write_file_atomic
 from hero.model.hero import Hero, VideoInputs
+from hero.viz import pyplot, save_figure
 
 
 def group_rows(video: VideoInputs, group: int) -> tuple[Tensor, int]:
@@ -66,10 +66,7 @@ def cross_modal_attention(hero: Hero, video: VideoInputs, group: int) -> list[Te
 def plot_attention(maps: Sequence[Tensor], labels: Sequence[str], num_frames: int, out: str | Path,
                    title: str = "") -> Path:
     """Draw each layer's head-averaged map side by side; frame/text boundary marked. PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(maps)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 1, 4.2), squeeze=False)
@@ -84,10 +81,7 @@ def plot_attention(maps: Sequence[Tensor], labels: Sequence[str], num_frames: in
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(title or "Cross-modal Transformer attention: frames (top-left) and subtitle tokens")
     fig.tight_layout()
-    try:
-        return write_file_atomic(out, lambda tmp: fig.savefig(tmp, dpi=130, format="png"), suffix=".tmp.png")
-    finally:
-        plt.close(fig)
+    return save_figure(fig, out, dpi=130)
 
 
 def attention_figure(model, corpus: CorpusLike, out: str | Path, vid: str | None = None,

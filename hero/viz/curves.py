@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from hero.errors import HeroError
-from hero.io import write_file_atomic
+from hero.viz import pyplot, save_figure
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -35,10 +35,7 @@ def loss_series(records: list[dict]) -> dict[str, dict[str, tuple[np.ndarray, np
 
 def plot_loss_curves(run_dir: str | Path, out: str | Path, smooth: int = 0) -> Path:
     """Draw every objective's loss terms against the step; writes ``out`` (PNG) atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from hero.io import read_log
 
@@ -62,7 +59,4 @@ def plot_loss_curves(run_dir: str | Path, out: str | Path, smooth: int = 0) -> P
         ax.axis("off")
     fig.suptitle(f"training losses: {Path(run_dir).name}")
     fig.tight_layout()
-    try:
-        return write_file_atomic(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".tmp.png")
-    finally:
-        plt.close(fig)
+    return save_figure(fig, out, dpi=110)

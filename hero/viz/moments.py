@@ -15,7 +15,7 @@ import torch
 
 from hero.data.protocol import CorpusLike
 from hero.errors import HeroError
-from hero.io import write_file_atomic
+from hero.viz import pyplot, save_figure
 
 
 @torch.no_grad()
@@ -47,10 +47,7 @@ def moments_figure(model: Any, corpus: CorpusLike, out: str | Path, dataset: str
 
     ``qid`` picks the query (and its video); by default the first query with a ground-truth moment.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if not (hasattr(model, "vsm_head") and hasattr(model, "task_config")):
         raise HeroError(f"the moments figure needs a fine-tuned retrieval model (HeroForVcmr), "
@@ -100,7 +97,4 @@ def moments_figure(model: Any, corpus: CorpusLike, out: str | Path, dataset: str
         ax.legend(fontsize=7, loc="upper right", ncol=4)
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
-    try:
-        return write_file_atomic(out, lambda tmp: fig.savefig(tmp, dpi=130, format="png"), suffix=".tmp.png")
-    finally:
-        plt.close(fig)
+    return save_figure(fig, out, dpi=130)
