@@ -345,3 +345,17 @@ def test_extractor_safetensors_damaged(tmp_path, damage):
     with pytest.raises(HeroError) as info:
         read_state_dict(path)
     _one_line_naming(info.value, path)
+
+
+def test_a_damaged_latest_pointer_is_named(tmp_path):
+    from hero.model.checkpoint import latest_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    (ckpts / "latest").write_bytes(b"\xff\xfe\x00step")
+    with pytest.raises(HeroError, match=r"latest:1: not UTF-8"):
+        latest_checkpoint(tmp_path)
+    for bad in ("", "../../etc", "/abs/step-1"):
+        (ckpts / "latest").write_text(bad)
+        with pytest.raises(HeroError, match="does not name a checkpoint folder"):
+            latest_checkpoint(tmp_path)

@@ -887,30 +887,32 @@ def summary(corpus: SynthCorpus, vocab_size: int, out_dir: str | Path) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hero.argtypes import nonnegative_float, nonnegative_int, positive_int, probability
+
     d = SynthConfig()
     parser.add_argument("--out", type=Path, required=True, help="corpus directory to create")
-    parser.add_argument("--videos", type=int, default=d.videos, help="number of videos (episodes)")
-    parser.add_argument("--val-videos", type=int, default=None, help="videos of the val split (default videos/6)")
-    parser.add_argument("--test-videos", type=int, default=None, help="videos of the test split (default videos/6)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--dim", type=int, default=d.dim, help="frame feature dimension")
-    parser.add_argument("--min-frames", type=int, default=d.min_frames)
-    parser.add_argument("--max-frames", type=int, default=d.max_frames)
-    parser.add_argument("--noise", type=float, default=d.noise, help="norm of the per-frame feature noise")
-    parser.add_argument("--narrate-prob", type=float, default=d.narrate_prob,
+    parser.add_argument("--videos", type=positive_int, default=d.videos, help="number of videos (episodes)")
+    parser.add_argument("--val-videos", type=positive_int, default=None, help="videos of the val split (default videos/6)")
+    parser.add_argument("--test-videos", type=positive_int, default=None, help="videos of the test split (default videos/6)")
+    parser.add_argument("--seed", type=nonnegative_int, default=d.seed)
+    parser.add_argument("--dim", type=positive_int, default=d.dim, help="frame feature dimension")
+    parser.add_argument("--min-frames", type=positive_int, default=d.min_frames)
+    parser.add_argument("--max-frames", type=positive_int, default=d.max_frames)
+    parser.add_argument("--noise", type=nonnegative_float, default=d.noise, help="norm of the per-frame feature noise")
+    parser.add_argument("--narrate-prob", type=probability, default=d.narrate_prob,
                         help="probability that dialogue narrates an event")
-    parser.add_argument("--chatter-prob", type=float, default=d.chatter_prob,
+    parser.add_argument("--chatter-prob", type=probability, default=d.chatter_prob,
                         help="probability of a dialogue-only line in a silent stretch")
-    parser.add_argument("--request-prob", type=float, default=d.request_prob,
+    parser.add_argument("--request-prob", type=probability, default=d.request_prob,
                         help="probability that someone asks for the object before a script")
-    parser.add_argument("--video-only-fraction", type=float, default=d.video_only_fraction,
+    parser.add_argument("--video-only-fraction", type=probability, default=d.video_only_fraction,
                         help="share of videos without subtitles")
-    parser.add_argument("--queries-per-video", type=int, default=d.queries_per_video, help="tvr queries")
-    parser.add_argument("--qa-per-video", type=int, default=d.qa_per_video, help="tvqa questions")
-    parser.add_argument("--statements-per-video", type=int, default=d.statements_per_video,
+    parser.add_argument("--queries-per-video", type=positive_int, default=d.queries_per_video, help="tvr queries")
+    parser.add_argument("--qa-per-video", type=positive_int, default=d.qa_per_video, help="tvqa questions")
+    parser.add_argument("--statements-per-video", type=positive_int, default=d.statements_per_video,
                         help="violin: (true, false) statement pairs")
-    parser.add_argument("--captions-per-video", type=int, default=d.captions_per_video, help="tvc clips")
-    parser.add_argument("--vocab-size", type=int, default=d.vocab_size, help="tokenizer vocabulary (max)")
+    parser.add_argument("--captions-per-video", type=positive_int, default=d.captions_per_video, help="tvc clips")
+    parser.add_argument("--vocab-size", type=positive_int, default=d.vocab_size, help="tokenizer vocabulary (max)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing corpus")
 
 

@@ -112,34 +112,17 @@ class PretrainedMixin:
 
 
 def _write_atomic_dir(directory: Path, write) -> None:
-    """``write(tmp)`` into a temporary sibling, then rename it to ``directory``.
+    """``write(tmp)`` into a temporary sibling, then put it in place as ``directory`` (`hero.io.atomic_dir`).
 
     An existing ``directory`` is replaced only when it is empty or a saved model
     (`hero.io.check_replaceable`), checked before writing and again before the rename; a full
     disk is one `hero.io.DiskFullError` naming ``directory``; the temporary is removed on failure.
     """
-    from hero.io import check_replaceable, honour_umask, writing
+    from hero.io import atomic_dir
 
-    directory = Path(directory)
-    how = "only a saved model is replaced; move it away or choose another output path"
-    check_replaceable(directory, kind=FORMAT_NAME, how=how)
-    with writing(directory):
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
-            write(tmp)
-            honour_umask(tmp, recursive=True)  # mkdtemp and safetensors make private entries
-            check_replaceable(directory, like=tmp, how=how)
-            backup = None
-            if directory.exists():
-                backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                directory.rename(backup)
-            tmp.rename(directory)
-            if backup is not None:
-                shutil.rmtree(backup)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    with atomic_dir(directory, kind=FORMAT_NAME,
+                    how="only a saved model is replaced; move it away or choose another output path") as tmp:
+        write(tmp)
 
 
 def write_model_files(model: nn.Module, directory: str | os.PathLike,
@@ -249,7 +232,13 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     pointer = root / LATEST
     if not pointer.is_file():
         return None
-    path = root / pointer.read_text().strip()
+    from hero.io import read_text
+
+    name = read_text(pointer).strip()
+    # the pointer names a sibling folder; anything else (a path, an empty file) is not ours to follow
+    if not name or "/" in name or name in (".", ".."):
+        raise HeroError(f"{pointer}: does not name a checkpoint folder (got {name[:60]!r})")
+    path = root / name
     if not (path / "trainer_state.json").is_file():
         raise HeroError(f"{pointer}: names {path.name}, which is not a complete checkpoint")
     return path

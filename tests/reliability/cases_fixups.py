@@ -124,6 +124,14 @@ CASES += [
     Case("fixups-plot-smooth-negative", "cli", "`hero plot --smooth -2`",
          lambda ws: ["plot", "--run", str(ws.tmp), "--out", str(ws.tmp / "c.png"), "--smooth", "-2"], defect=9,
          match=r"argument --smooth: must be an integer >= 0"),
+    Case("fixups-synth-noise-nan", "cli", "`hero data synth --noise nan`",
+         lambda ws: ["data", "synth", "--out", str(ws.tmp / "s"), "--noise", "nan"], defect=9,
+         match=r"^hero data synth: error: argument --noise: expected a finite number",
+         check=lambda ws, o: _nothing_created(ws, "s")),
+    Case("fixups-synth-prob-above-1", "cli", "`hero data synth --narrate-prob 2`",
+         lambda ws: ["data", "synth", "--out", str(ws.tmp / "s"), "--narrate-prob", "2"], defect=9,
+         match=r"argument --narrate-prob: must be a number in \[0, 1\], got 2",
+         check=lambda ws, o: _nothing_created(ws, "s")),
 ]
 
 
