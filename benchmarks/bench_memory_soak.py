@@ -128,6 +128,16 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def onednn_cache_capacity(env: dict[str, str]) -> int:
+    """The oneDNN primitive cache capacity ``hero pretrain`` runs with under ``env``."""
+    sys.path.insert(0, str(ROOT))
+    from hero.commands._runtime import bound_onednn_cache
+
+    env = dict(env)
+    bound_onednn_cache(env)
+    return int(env.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", env.get("DNNL_PRIMITIVE_CACHE_CAPACITY", "1024")))
+
+
 def run(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="hero-soak-"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
@@ -189,6 +199,7 @@ def run(args: argparse.Namespace) -> dict:
                    "warmup_steps": args.warmup_steps, "threads": args.threads},
         "env": {k: v for k, v in sorted(os.environ.items())
                 if k.startswith(("MALLOC_", "OMP_", "ONEDNN_", "DNNL_", "LD_PRELOAD"))},
+        "onednn_cache_capacity": onednn_cache_capacity(env),
         "wall_s": round(wall, 1),
         "steps_per_s": round(args.steps / wall, 2),
         "summary": summarise(samples, args.warmup_steps),

@@ -28,6 +28,9 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hero.commands._runtime import bound_onednn_cache
+
+    bound_onednn_cache()  # before torch: oneDNN reads it once
     from hero.ablate import run as run_ablation
     from hero.errors import HeroError
     from hero.experiments import Budget

@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hero.commands._runtime import bound_onednn_cache
+
+    bound_onednn_cache()  # before torch: oneDNN reads it once
     from hero.train.config import dump_config, load_config
     from hero.train.finetune import FinetuneConfig, check_finetune, run_finetune
 

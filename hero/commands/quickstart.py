@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hero.commands._runtime import bound_onednn_cache
+
+    bound_onednn_cache()  # before torch: oneDNN reads it once
     from hero.errors import HeroError
     from hero.experiments import TASK_DATASETS, Budget
     from hero.quickstart import run as run_quickstart
