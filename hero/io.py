@@ -9,8 +9,12 @@
   transparently); a bad line (not UTF-8, not JSON, cut short, not an object) is a `HeroError`
   naming ``file:line``.
 * `read_text` / `read_json`: a whole UTF-8 text or JSON file, with the same kind of errors.
+* `atomic_dir` / `publish_dir`: the one way a directory output (model, checkpoint, store, corpus,
+  index, tokenizer) is built in a temporary sibling and renamed into place (umask, optional fsync,
+  replacing only an earlier output of the same kind).
 
-A leaf module: it imports only the standard library and `hero.errors`, so anything may use it.
+A leaf module: it imports only the standard library, `hero.errors` and `hero.tempdirs` (itself a
+leaf), so anything may use it.
 """
 
 from __future__ import annotations
@@ -450,3 +454,102 @@ def claim_output_dir(path: str | os.PathLike, command: str, option: str = "--out
             "note": f"written by `hero {command}`: its next run with {option} {path.name} replaces this directory"},
             indent=2)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Directory outputs: one way into place
+# ---------------------------------------------------------------------------------------------
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (names, renames) to disk; a file system that cannot is left alone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike, *, how: str, fsync: bool = False) -> Path:
+    """Rename the finished temporary directory ``tmp`` to its sibling ``final``; returns ``final``.
+
+    Every directory output of the package (a saved model, a training checkpoint, a store, a corpus,
+    an index, a tokenizer) goes into place through here, so all of them behave alike:
+
+    * the entries get the modes of the umask (`honour_umask`: ``mkdtemp`` and safetensors make
+      private ones), and the `hero.tempdirs` marker of ``tmp``, if any, is removed;
+    * with ``fsync`` every file under ``tmp`` and ``tmp`` itself are flushed to disk before the
+      rename and the parent directory after it (training checkpoints: the ``latest`` pointer must
+      never name a directory whose bytes are not on disk yet);
+    * an existing ``final`` is replaced only when `check_replaceable` allows it (empty, or an
+      earlier hero output of the kind of ``tmp``; otherwise a `HeroError` ending with ``how``). It
+      is first moved aside (``.<name>.old-<pid>``), put back if the rename of ``tmp`` fails, and
+      removed once ``tmp`` is in place.
+
+    ``tmp`` is the caller's to remove when this raises.
+    """
+    import shutil
+
+    from hero.tempdirs import release_temp_dir
+
+    tmp, final = Path(tmp), Path(final)
+    release_temp_dir(tmp)
+    honour_umask(tmp, recursive=True)
+    if fsync:
+        for f in sorted(p for p in tmp.rglob("*") if p.is_file() and not p.is_symlink()):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        for d in sorted((p for p in tmp.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+            fsync_dir(d)
+        fsync_dir(tmp)
+    backup = None
+    if os.path.lexists(final):
+        check_replaceable(final, like=tmp, how=how)
+        backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if os.path.lexists(backup):  # our own leftover (this pid): an earlier failed removal
+            shutil.rmtree(backup)
+        final.rename(backup)
+    try:
+        tmp.rename(final)
+    except BaseException:
+        if backup is not None:
+            backup.rename(final)
+        raise
+    if fsync:
+        fsync_dir(final.parent)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, *, how: str, kind: str | None = None, fsync: bool = False,
+               tag: str = "tmp") -> Iterator[Path]:
+    """Build a directory output in a temporary sibling and put it in place (`publish_dir`).
+
+    ``with atomic_dir(out, how=..., kind=...) as tmp: write into tmp``. The temporary comes from
+    `hero.tempdirs.make_temp_dir` (pid-named with a marker, so one left by a killed process is
+    removed by the next run); ``kind`` (see `output_kind`) refuses, before anything is written,
+    to replace a ``final`` that is not an earlier output of that kind. On any failure the temporary
+    is removed and ``final`` is left as it was; a full disk is one `DiskFullError` naming ``final``.
+    """
+    import shutil
+
+    from hero.tempdirs import make_temp_dir
+
+    final = Path(final)
+    if kind is not None:
+        check_replaceable(final, kind=kind, how=how)
+    with writing(final):
+        tmp = make_temp_dir(final, tag)
+        try:
+            yield tmp
+            publish_dir(tmp, final, how=how, fsync=fsync)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -143,3 +143,119 @@ def test_read_json_and_read_text(tmp_path):
         read_text(latin)
     with pytest.raises(HeroError, match=r"nothing\.json: no such file"):
         read_json(tmp_path / "nothing.json")
+
+
+# -- directory outputs: atomic_dir / publish_dir ---------------------------------------------------
+
+
+def _index_like(path, n):
+    """A finished hero output of kind ``hero-index`` with one data file."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "meta.json").write_text(json.dumps({"format": "hero-index"}))
+    (path / "data.bin").write_bytes(bytes([n]) * 10)
+
+
+def test_atomic_dir_puts_a_finished_directory_in_place_with_the_umask_modes(tmp_path):
+    import os
+
+    from hero.io import atomic_dir, current_umask
+
+    out = tmp_path / "runs" / "index"
+    with atomic_dir(out, how="choose another path", kind="hero-index") as tmp:
+        assert tmp.parent == out.parent and tmp.name.startswith(".index.tmp-") and not out.exists()
+        _index_like(tmp, 1)
+    assert (out / "data.bin").read_bytes() == b"\x01" * 10
+    assert sorted(p.name for p in out.parent.iterdir()) == ["index"]  # no temporary, no marker, no backup
+    assert sorted(p.name for p in out.iterdir()) == ["data.bin", "meta.json"]
+    mask = current_umask()
+    assert os.stat(out / "data.bin").st_mode & 0o777 == 0o666 & ~mask
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~mask
+    # an earlier output of the same kind is replaced, nothing left beside it
+    with atomic_dir(out, how="choose another path", kind="hero-index") as tmp:
+        _index_like(tmp, 2)
+    assert (out / "data.bin").read_bytes() == b"\x02" * 10
+    assert sorted(p.name for p in out.parent.iterdir()) == ["index"]
+
+
+def test_atomic_dir_failure_leaves_the_old_output_and_no_temporary(tmp_path):
+    from hero.io import atomic_dir
+
+    out = tmp_path / "index"
+    _index_like(out, 1)
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_dir(out, how="choose another path", kind="hero-index") as tmp:
+            _index_like(tmp, 2)
+            raise RuntimeError("boom")
+    assert (out / "data.bin").read_bytes() == b"\x01" * 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_atomic_dir_refuses_to_replace_what_hero_did_not_write(tmp_path):
+    from hero.io import atomic_dir
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    ran = []
+    with pytest.raises(HeroError, match=r"mine: not replaced.*choose another path"):
+        with atomic_dir(out, how="choose another path", kind="hero-index") as tmp:
+            ran.append(tmp)  # refused before anything is written
+    assert ran == [] and (out / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    # without a kind, the finished temporary decides (another kind of output: refused at the rename)
+    with pytest.raises(HeroError, match="not replaced"):
+        with atomic_dir(out, how="choose another path") as tmp:
+            _index_like(tmp, 3)
+    assert (out / "notes.txt").read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_publish_dir_fsyncs_files_and_directories_when_asked(tmp_path, monkeypatch):
+    import os
+
+    from hero import io
+
+    synced_files, synced_dirs = [], []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(io, "fsync_dir", lambda p: synced_dirs.append(str(p)))
+    tmp = tmp_path / ".ck.tmp-1"
+    _index_like(tmp, 1)
+    (tmp / "sub").mkdir()
+    (tmp / "sub" / "x").write_text("x")
+    io.publish_dir(tmp, tmp_path / "ck", how="h", fsync=True)
+    assert sorted(os.path.basename(p) for p in synced_files) == ["data.bin", "meta.json", "x"]
+    assert synced_dirs == [str(tmp / "sub"), str(tmp), str(tmp_path)]
+    synced_files.clear()
+    synced_dirs.clear()
+    tmp2 = tmp_path / ".other.tmp-1"
+    _index_like(tmp2, 1)
+    io.publish_dir(tmp2, tmp_path / "other", how="h")  # fsync=False: nothing flushed
+    assert synced_files == [] and synced_dirs == []
+
+
+def test_publish_dir_puts_the_old_output_back_when_the_rename_fails(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from hero.io import publish_dir
+
+    out = tmp_path / "index"
+    _index_like(out, 1)
+    tmp = tmp_path / ".index.tmp-9"
+    _index_like(tmp, 2)
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if self == tmp:
+            raise OSError(5, "Input/output error")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError):
+        publish_dir(tmp, out, how="h")
+    assert (out / "data.bin").read_bytes() == b"\x01" * 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".index.tmp-9", "index"]  # tmp: the caller's

@@ -36,7 +36,7 @@ import msgpack
 import numpy as np
 
 from hero.errors import HeroError
-from hero.io import check_replaceable, disk_full, honour_umask, write_json_atomic, writing
+from hero.io import disk_full, honour_umask, publish_dir, write_json_atomic, writing
 
 VIDEO_FORMAT = "hero-video-store"
 SUBTITLE_FORMAT = "hero-subtitle-store"
@@ -600,17 +600,10 @@ def replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
     Only an empty directory or an earlier hero output of the same kind as ``tmp`` is replaced
     (`hero.io.check_replaceable`): ``--overwrite`` never deletes a directory of other files.
     """
-    if final.exists():
-        if not overwrite:
-            raise HeroError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
-        check_replaceable(final, like=tmp, how="--overwrite replaces only an earlier output of the same kind; "
-                          "move it away or choose another output path")
-        old = temp_sibling(final, "old")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
+    if final.exists() and not overwrite:
+        raise HeroError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
+    publish_dir(tmp, final, how="--overwrite replaces only an earlier output of the same kind; "
+                "move it away or choose another output path")
 
 
 class LmdbWriter:

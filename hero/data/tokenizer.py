@@ -20,8 +20,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -127,26 +125,13 @@ class Tokenizer:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the tokenizer files into ``directory`` (atomically: temp sibling, then rename)."""
-        from hero.io import check_replaceable, honour_umask, writing
+        from hero.io import atomic_dir
 
         directory = Path(directory)
-        how = "only a tokenizer directory is replaced; move it away or choose another path"
-        check_replaceable(directory, kind="hero-tokenizer", how=how)
-        with writing(directory):
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-            try:
-                self.hf.save_pretrained(str(tmp))
-                (tmp / "hero_tokenizer.json").write_text(
-                    json.dumps({"name_or_path": self.name_or_path}, indent=2) + "\n")
-                honour_umask(tmp, recursive=True)  # mkdtemp makes it private
-                if directory.exists():
-                    check_replaceable(directory, like=tmp, how=how)
-                    shutil.rmtree(directory)
-                tmp.rename(directory)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        with atomic_dir(directory, kind="hero-tokenizer",
+                        how="only a tokenizer directory is replaced; move it away or choose another path") as tmp:
+            self.hf.save_pretrained(str(tmp))
+            (tmp / "hero_tokenizer.json").write_text(json.dumps({"name_or_path": self.name_or_path}, indent=2) + "\n")
         return directory
 
     def __repr__(self) -> str:

@@ -21,8 +21,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field

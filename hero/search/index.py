@@ -36,7 +36,7 @@ import torch
 
 from hero.data.protocol import CorpusLike
 from hero.errors import HeroError
-from hero.io import check_replaceable, honour_umask, read_json, writing
+from hero.io import check_replaceable, publish_dir, read_json, writing
 from hero.search.rank import (
     build_faiss_index,
     exact_video_scores,
@@ -45,7 +45,7 @@ from hero.search.rank import (
     set_search_effort,
     top_k,
 )
-from hero.tempdirs import make_temp_dir, release_temp_dir
+from hero.tempdirs import make_temp_dir
 
 FORMAT = "hero-search-index"
 FORMAT_VERSION = 1
@@ -183,12 +183,7 @@ class IndexWriter:
             **(extra_meta or {}),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        honour_umask(tmp, recursive=True)  # mkdtemp made it private
-        if self.out_dir.exists():
-            check_replaceable(self.out_dir, like=tmp, how=_REPLACE_HOW)
-            shutil.rmtree(self.out_dir)
-        release_temp_dir(tmp)
-        tmp.rename(self.out_dir)
+        publish_dir(tmp, self.out_dir, how=_REPLACE_HOW)
         log(f"wrote {self.out_dir}: {len(self.vids)} videos, {total} frames, FAISS {kind}")
         return self.out_dir
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from hero.errors import HeroError
-from hero.io import honour_umask, read_json, write_text_atomic, writing
+from hero.io import publish_dir, read_json, write_text_atomic, writing
 
 # latest_checkpoint and resolve_model_dir live beside the model format; re-exported for the engine
 from hero.model.checkpoint import (  # noqa: F401
@@ -45,19 +45,6 @@ FORMAT_VERSION = 1
 # Names this module gives the entries of RUN/checkpoints (nothing else there is ever removed).
 _STEP_DIR = re.compile(r"step-\d{8}")
 _STEP_TMP = re.compile(r"\.step-\d{8}\.tmp-\d+")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def step_name(step: int) -> str:
@@ -122,17 +109,10 @@ def _write_checkpoint(root: Path, final: Path, step: int, model: nn.Module, opti
                  "world_size": len(rng_states), "param_groups": groups, "scaler": scaler_state,
                  **(extra or {})}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
-        honour_umask(tmp, recursive=True)  # safetensors writes private (0600) files
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if final.exists():  # a previous run died after renaming but before moving `latest`
-            if not (final / "trainer_state.json").is_file():
-                raise HeroError(f"{final}: exists and is not a checkpoint of this run; move it away to continue")
-            shutil.rmtree(final)
-        tmp.rename(final)
-        _fsync_dir(root)
+        # a previous run may have died after renaming but before moving `latest`: that one is replaced
+        if final.exists() and not (final / "trainer_state.json").is_file():
+            raise HeroError(f"{final}: exists and is not a checkpoint of this run; move it away to continue")
+        publish_dir(tmp, final, how="move it away to continue", fsync=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
