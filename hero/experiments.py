@@ -28,8 +28,7 @@ class Budget:
     pretrain_steps: int = 2000
     pretrain_batch: int = 16
     pretrain_lr: float = 2e-3
-    finetune_steps: dict[str, int] = field(default_factory=lambda: {"vcmr": 600, "video_qa": 400, "violin": 600,
-                                                                     "tvc": 300})
+    finetune_steps: dict[str, int] = field(default_factory=lambda: {t.name: t.demo.steps for t in demo_tasks()})
     finetune_batch: int = 16
     finetune_lr: float = 5e-4
     threads: int = 0
@@ -37,26 +36,40 @@ class Budget:
     jobs: int = 2
     """Fine-tuning runs executed at the same time (each with one thread when > 1)."""
     task_configs: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        # the reference TVC decoder has 12 heads and a 3072-wide FFN: sized to the small backbone here
-        "tvc": {"num_attention_heads": 4, "intermediate_size": 128},
-    })
+        t.name: dict(t.demo.task_config) for t in demo_tasks() if t.demo.task_config})
     """Task settings (`task_config` of a fine-tuning run) that differ from the reference's."""
-    lr_mul: dict[str, float] = field(default_factory=lambda: {"video_qa": 10.0, "violin": 8.0})
+    lr_mul: dict[str, float] = field(default_factory=lambda: {t.name: t.demo.lr_mul for t in demo_tasks()
+                                                              if t.demo.lr_mul != 1.0})
     """Learning-rate multiplier of the task heads per task (`optim.lr_mul`; default 1). QA and VIOLIN
     use the reference's (their heads start from scratch)."""
 
 
-# The datasets of the synthetic corpus each task is evaluated on.
-TASK_DATASETS = {"vcmr": "tvr", "video_qa": "tvqa", "violin": "violin", "tvc": "tvc"}
+def demo_tasks() -> list[Any]:
+    """The registered tasks that say how to run them on the synthetic corpus (``TaskSpec.demo``)."""
+    from hero.tasks import all_tasks
 
-# Headline metric of each task: (key in the task's metrics, label).
-HEADLINE = {
-    "vcmr": [("VCMR/0.7-r1", "VCMR R@1 (IoU 0.7)"), ("VCMR/0.7-r10", "VCMR R@10 (IoU 0.7)"),
-             ("VR/r1", "VR R@1")],
-    "video_qa": [("accuracy", "QA accuracy")],
-    "violin": [("accuracy", "VIOLIN accuracy")],
-    "tvc": [("CIDEr", "TVC CIDEr-D"), ("Bleu_4", "TVC BLEU@4")],
-}
+    return [t for t in all_tasks() if t.demo is not None]
+
+
+def demo_of(task: str) -> Any:
+    """The ``demo`` metadata of a registered task (`hero.tasks.spec.Demo`)."""
+    from hero.tasks import get_task
+
+    demo = get_task(task).demo
+    if demo is None:
+        from hero.errors import HeroError
+
+        raise HeroError(f"task {task!r} has no synthetic-corpus demo (TaskSpec.demo)")
+    return demo
+
+
+def __getattr__(name: str) -> Any:
+    # read off the task registry on first use (it imports the task modules)
+    if name == "TASK_DATASETS":  # the dataset of the synthetic corpus each quickstart task is evaluated on
+        return {t.name: t.demo.dataset for t in demo_tasks() if t.demo.quickstart}
+    if name == "HEADLINE":  # headline metrics of each task: (key in the task's metrics, label)
+        return {t.name: list(t.demo.headline) for t in demo_tasks()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _quiet(*_: Any) -> None:
@@ -111,7 +124,7 @@ def finetune(run_dir: Path, corpus: Path, budget: Budget, *, task: str, init: Pa
 
     steps = budget.finetune_steps[task]
     config = FinetuneConfig(
-        output_dir=str(fresh_dir(run_dir)), task=task, dataset=TASK_DATASETS[task], corpus=str(corpus),
+        output_dir=str(fresh_dir(run_dir)), task=task, dataset=demo_of(task).dataset, corpus=str(corpus),
         eval_split=eval_split,
         model=ModelSpec(preset=budget.preset, overrides={**budget.model_overrides, "backbone": backbone},
                         init=None if init is None else str(init)),
@@ -139,7 +152,7 @@ def baseline(corpus: Path, budget: Budget, *, task: str, seed: int = 0, eval_spl
 
     c = Corpus(corpus)
     t = get_task(task)
-    dataset = TASK_DATASETS[task]
+    dataset = demo_of(task).dataset
     cfg = task_settings(t, budget.task_configs.get(task, {}))
     if task == "tvc":
         from collections import Counter
@@ -201,7 +214,7 @@ def headline(task: str, metrics: dict[str, Any]) -> dict[str, float]:
     """The headline metrics of a task, by label."""
     flat = flatten_metrics(metrics)
     out = {}
-    for key, label in HEADLINE[task]:
+    for key, label in demo_of(task).headline:
         if key not in flat:
             raise KeyError(f"{task} metrics lack {key!r}; have {sorted(flat)[:20]}")
         out[label] = flat[key]

@@ -23,19 +23,34 @@ from typing import Any
 from hero.experiments import Budget, baseline, finetune_many, fresh_dir, headline, pretrain, write_json
 from hero.io import write_text_atomic
 
-TASKS = ("vcmr", "video_qa", "violin", "tvc")
 MIX = {"mlm": 2.0, "mfm-nce": 2.0, "fom": 1.0, "vsm": 2.0}
-TASK_TITLES = {"vcmr": "moment retrieval (tvr)", "video_qa": "video QA (tvqa)", "violin": "VIOLIN (violin)",
-               "tvc": "captioning (tvc)"}
+
+
+def quickstart_tasks() -> tuple[str, ...]:
+    """The tasks the quickstart runs: registered tasks whose ``demo`` says ``quickstart``, in registry order."""
+    from hero.experiments import demo_tasks
+
+    return tuple(t.name for t in demo_tasks() if t.demo.quickstart)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TASKS":
+        return quickstart_tasks()
+    if name == "TASK_TITLES":
+        from hero.experiments import demo_tasks
+
+        return {t.name: t.demo.title for t in demo_tasks()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def results_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """Markdown table: one row per task metric; pre-trained vs scratch, and the no-learning baseline."""
     lines = ["| task | metric | pre-trained | scratch | difference | baseline |", "|---|---|---:|---:|---:|---:|"]
+    titles = __getattr__("TASK_TITLES")
     for task, metrics in results.items():
         for label, v in metrics.items():
             base = f"{v['baseline']:.2f}" if "baseline" in v else ""
-            lines.append(f"| {TASK_TITLES.get(task, task)} | {label} | {v['pretrained']:.2f} | {v['scratch']:.2f} "
+            lines.append(f"| {titles.get(task, task)} | {label} | {v['pretrained']:.2f} | {v['scratch']:.2f} "
                          f"| {v['pretrained'] - v['scratch']:+.2f} | {base} |")
     return "\n".join(lines)
 
@@ -86,12 +101,13 @@ Time: {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}.
 
 
 def run(out_dir: str | Path = "runs/quickstart", budget: Budget | None = None, seed: int = 0,
-        tasks: Sequence[str] = TASKS, log: Callable[..., None] = print) -> dict[str, Any]:
+        tasks: Sequence[str] | None = None, log: Callable[..., None] = print) -> dict[str, Any]:
     """Run the quickstart into ``out_dir`` (an earlier quickstart output there is replaced; any other
     non-empty directory is refused, see `hero.io.claim_output_dir`); returns results.json."""
     from hero.data.synth import SynthConfig, build
 
     budget = budget or Budget()
+    tasks = quickstart_tasks() if tasks is None else tasks
     out = fresh_dir(Path(out_dir), "quickstart")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -5,13 +5,31 @@
 ``objective(model, batch, step=...)``; ``objective.collate(clips, randomness)`` builds its batches.
 """
 
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
 from hero.objectives.fom import FomBatch, FomConfig, FomObjective
 from hero.objectives.mfm import MffrConfig, MfmBatch, MfmConfig, MfmObjective
 from hero.objectives.mlm import MlmBatch, MlmConfig, MlmObjective
 from hero.objectives.model import HeroForPretraining
 from hero.objectives.vsm import VsmBatch, VsmConfig, VsmObjective
 
-OBJECTIVES = {
+
+@runtime_checkable
+class Objective(Protocol):
+    """A pre-training objective: ``cls(config, tokens)``, then ``collate`` per batch and a call per
+    step. ``clips`` are `hero.data.batch.Clip`; every random choice of ``collate`` comes from
+    ``generator``; the call returns ``{"loss": sum of the "*_loss" terms, "<name>_loss": ..., ...}``."""
+
+    def collate(self, clips: list[Any], generator: torch.Generator | None = None) -> Any: ...
+
+    def __call__(self, model: torch.nn.Module, batch: Any, **kwargs: Any) -> dict[str, torch.Tensor]: ...
+
+
+OBJECTIVES: dict[str, tuple[type, type]] = {
     "mlm": (MlmConfig, MlmObjective),
     "mfm-nce": (MfmConfig, MfmObjective),
     "mffr": (MffrConfig, MfmObjective),
@@ -21,6 +39,7 @@ OBJECTIVES = {
 
 __all__ = [
     "OBJECTIVES",
+    "Objective",
     "HeroForPretraining",
     "MlmObjective", "MlmConfig", "MlmBatch",
     "MfmObjective", "MfmConfig", "MffrConfig", "MfmBatch",

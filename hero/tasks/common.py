@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hero.config import HeroConfig
+from hero.config import HeroConfig, from_dict
 from hero.data.batch import Clip, Group
 from hero.data.protocol import CorpusLike
 from hero.errors import HeroError, NonFiniteError
@@ -181,9 +181,8 @@ def load_saved(cls: type, directory: str | os.PathLike, strict: bool = True, tas
                               f"(pass strict=False to load the shared weights)")
     try:
         config = HeroConfig.from_dict(meta["config"])
-        config_class = cls.task_config_class
-        read = getattr(config_class, "from_dict", None) or (lambda d: config_from_dict(config_class, d))
-        cfg = task_config or read(meta.get("task_config", {}))
+        # the typed loader: JSON lists become the tuples the settings declare
+        cfg = task_config or from_dict(cls.task_config_class, meta.get("task_config", {}), where="task_config")
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{Path(directory) / 'config.json'}: {err}") from None
     model = cls(config, cfg)

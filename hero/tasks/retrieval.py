@@ -847,4 +847,7 @@ VCMR = TaskSpec(
                         ("VR/r1", "VR R@1"))),
 )
 VR = TaskSpec(name="vr", datasets=("msrvtt",), config_class=VrConfig, model_class=HeroForVr,
-              write_predictions=write_vr_predictions, **_RETRIEVAL)
+              write_predictions=write_vr_predictions, **_RETRIEVAL,
+              # the synthetic corpus has no video-only retrieval set: its TVR queries, video level
+              demo=Demo(dataset="tvr", title="video retrieval (tvr)", steps=600, headline=(("VR/r1", "VR R@1"),),
+                        quickstart=False))
