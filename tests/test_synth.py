@@ -63,6 +63,9 @@ def check_record(dataset: str, r: dict, nframes: int, interval: float, tokenizer
     elif dataset == "violin":
         assert r["label"] in (0, 1)
         assert r["input_ids"] == tokenizer.encode(r["statement"], unescape=False)
+    elif dataset == "msrvtt_qa":
+        assert r["answer"] in synth.OPEN_QA_ANSWERS and r["q_type"] in synth.OPEN_QA_TYPES
+        assert r["q_ids"] == tokenizer.encode(r["q"], unescape=False) and "a_ids" not in r
     elif dataset == "tvc":
         assert math.isclose(r["duration"], duration)
         assert r["captions"] and all(c["input_ids"] == tokenizer.encode(c["desc"], unescape=False)
@@ -71,8 +74,9 @@ def check_record(dataset: str, r: dict, nframes: int, interval: float, tokenizer
 
 def test_every_dataset_and_split_has_valid_records(corpus):
     tok = corpus.tokenizer
-    assert sorted(corpus.datasets()) == sorted((d, s) for d in ("tvr", "tvqa", "violin", "tvc") for s in synth.SPLITS)
-    for dataset in ("tvr", "tvqa", "violin", "tvc"):
+    datasets = ("tvr", "tvqa", "violin", "tvc", "msrvtt_qa")
+    assert sorted(corpus.datasets()) == sorted((d, s) for d in datasets for s in synth.SPLITS)
+    for dataset in datasets:
         for split in synth.SPLITS:
             records = corpus.annotations(dataset, split)
             assert records, f"{dataset}/{split} is empty"

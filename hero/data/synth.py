@@ -114,7 +114,12 @@ QA_MODALITY = {
 # feature mixture weights (prototypes are unit vectors)
 W_STYLE, W_LOC, W_CHAR, W_ACTION, W_ACTOR, W_OBJECT, W_COLOR, W_TARGET = 0.3, 1.0, 0.5, 1.0, 0.7, 1.0, 0.6, 0.4
 
-_WORLD, _EPISODE, _SPLIT, _TVR, _TVQA, _VIOLIN, _TVC = range(7)
+_WORLD, _EPISODE, _SPLIT, _TVR, _TVQA, _VIOLIN, _TVC, _OPEN_QA = range(8)
+
+OPEN_QA_TYPES = ("who_did", "what_color", "plan", "absent", "fetch")
+"""The TVQA question types whose answer is one word or two, asked open-ended in ``msrvtt_qa``."""
+OPEN_QA_ANSWERS = CHARACTERS + COLORS + tuple(f"the {x}" for x in LOCATIONS)
+"""Every answer of the synthetic ``msrvtt_qa`` (the answer vocabulary of its task settings)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,7 +499,9 @@ class SynthCorpus:
     def texts(self) -> list[str]:
         """Every text of the corpus (subtitles and annotations), for training the tokenizer."""
         out = [line.subtitle_text for e in self.episodes for line in e.lines]
-        for records in self.annotations.values():
+        # msrvtt_qa asks tvqa's questions open-ended: left out, the tokenizer (hence every other
+        # dataset's token ids and the quickstart) is what it was before that dataset existed
+        for records in (v for k, v in self.annotations.items() if k != "msrvtt_qa"):
             for split in records.values():
                 for r in split:
                     out += [r[k] for k in ("desc", "q", "statement") if k in r]
@@ -523,7 +530,7 @@ def generate(cfg: SynthConfig | None = None) -> SynthCorpus:
         share = max(0, min(len(members) - 1, int(round(n_vonly * len(members) / cfg.videos))))
         vonly.update(members[j] for j in rng.permutation(len(members))[:share])
     episodes = [make_episode(world, cfg, i, f"synth_{i:05d}", split_of[i], i in vonly) for i in range(cfg.videos)]
-    annotations = {"tvr": {}, "tvqa": {}, "violin": {}, "tvc": {}}
+    annotations = {"tvr": {}, "tvqa": {}, "violin": {}, "tvc": {}, "msrvtt_qa": {}}
     counters = Counter()
     for split in SPLITS:
         eps = [e for e in episodes if e.split == split]
@@ -531,6 +538,7 @@ def generate(cfg: SynthConfig | None = None) -> SynthCorpus:
         annotations["tvqa"][split] = _tvqa(cfg, eps, counters)
         annotations["violin"][split] = _violin(cfg, eps, counters)
         annotations["tvc"][split] = _tvc(cfg, eps, counters)
+        annotations["msrvtt_qa"][split] = _open_qa(cfg, eps, counters)
     return SynthCorpus(cfg, world, episodes, annotations)
 
 
@@ -682,6 +690,22 @@ def _tvqa(cfg: SynthConfig, eps: list[Episode], counters: Counter) -> list[dict]
     return records
 
 
+def _open_qa(cfg: SynthConfig, eps: list[Episode], counters: Counter) -> list[dict]:
+    """Open-ended questions (MSR-VTT-QA style): tvqa's short-answer question types, from a stream of
+    their own (the tvqa records are unchanged), ``qa_per_video`` per video."""
+    records = []
+    for ep in eps:
+        rng = _rng(cfg, _OPEN_QA, int(ep.vid.split("_")[-1]))
+        cands = [c for c in _tvqa_candidates(ep, rng)
+                 if c["q_type"] in OPEN_QA_TYPES and c["correct"] in OPEN_QA_ANSWERS]
+        for j in sorted(rng.permutation(len(cands))[: cfg.qa_per_video]):
+            c = cands[int(j)]
+            records.append({"qid": f"oq{counters['msrvtt_qa']}", "vid": ep.vid, "q": c["q"], "answer": c["correct"],
+                            "q_type": c["q_type"]})
+            counters["msrvtt_qa"] += 1
+    return records
+
+
 # -- violin -------------------------------------------------------------------------------------
 
 
@@ -805,6 +829,7 @@ def tokenize_annotations(annotations: Annotations, tokenizer: Any) -> Annotation
                     r["input_ids"] = enc(r["statement"])
                 if "q" in r:
                     r["q_ids"] = enc(r["q"])
+                if "answers" in r:
                     r["a_ids"] = [enc(a) for a in r["answers"]]
                 for cap in r.get("captions", []):
                     cap["input_ids"] = enc(cap["desc"])

@@ -21,6 +21,7 @@ TASKS: dict[str, str] = {
     "video_qa": "hero.tasks.video_qa:TASK",
     "violin": "hero.tasks.violin:TASK",
     "tvc": "hero.tasks.captioning:TASK",
+    "video_qa_open": "hero.tasks.open_qa:TASK",
 }
 
 

@@ -53,12 +53,14 @@ DATASETS: dict[str, DatasetSpec] = {
     "how2qa": DatasetSpec("how2qa", "howto", 2.0, "qa", "howto:how2qa_record"),
     "didemo": DatasetSpec("didemo", "didemo", 1.5, "retrieval", "video_only:didemo_record", video_only=True),
     "msrvtt": DatasetSpec("msrvtt", "msrvtt", 2.0, "retrieval", "video_only:msrvtt_record", video_only=True),
+    "msrvtt_qa": DatasetSpec("msrvtt_qa", "msrvtt", 2.0, "open_qa", "video_only:msrvtt_qa_record", video_only=True),
 }
 
-KEY_FIELD = {"retrieval": "qid", "qa": "qid", "violin": "qid", "captioning": "clip_id"}
+KEY_FIELD = {"retrieval": "qid", "qa": "qid", "open_qa": "qid", "violin": "qid", "captioning": "clip_id"}
 TEXT_FIELDS = {
     "retrieval": [("desc", "input_ids")],
     "qa": [("q", "q_ids"), ("answers", "a_ids")],
+    "open_qa": [("q", "q_ids")],
     "violin": [("statement", "input_ids")],
 }
 

@@ -181,7 +181,7 @@ def _names(kind: type | tuple[type, ...]) -> str:
 # raw release and on the records `hero data build --annotations` reads as they are, and again by
 # `hero.data.build` before anything is written (with the frame counts of the videos at hand).
 
-KIND_KEY = {"retrieval": "qid", "qa": "qid", "violin": "qid", "captioning": "clip_id"}
+KIND_KEY = {"retrieval": "qid", "qa": "qid", "open_qa": "qid", "violin": "qid", "captioning": "clip_id"}
 """The id field of each record format (unique within a split)."""
 DURATION_SLACK = 0.5
 """Seconds a moment may end after the ``duration`` a record gives (released durations are rounded)."""
@@ -288,6 +288,13 @@ def _check_qa(rec: dict, ids: bool) -> None:
         raise Malformed(f"field 'q_type' must be a string, got {_short(rec['q_type'])}")
 
 
+def _check_open_qa(rec: dict, ids: bool) -> None:
+    _text_and_ids(rec, "q", "q_ids", ids)
+    for key in ("answer", "q_type"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            raise Malformed(f"field {key!r} must be a string or null, got {_short(rec[key])}")
+
+
 def _check_violin(rec: dict, ids: bool) -> None:
     _text_and_ids(rec, "statement", "input_ids", ids)
     label = rec.get("label")
@@ -315,7 +322,8 @@ def _check_captioning(rec: dict, ids: bool) -> None:
 
 
 _CHECKS: dict[str, Callable[[dict, bool], None]] = {
-    "retrieval": _check_retrieval, "qa": _check_qa, "violin": _check_violin, "captioning": _check_captioning}
+    "retrieval": _check_retrieval, "qa": _check_qa, "open_qa": _check_open_qa, "violin": _check_violin,
+    "captioning": _check_captioning}
 
 
 def _json_name(value: Any) -> str:

@@ -76,6 +76,22 @@ def msrvtt_record(rec: Any) -> dict:
             "ts": None, "duration": None, "type": None}
 
 
+def msrvtt_qa_record(rec: Any) -> dict:
+    """An MSR-VTT-QA question (``{"id", "video_id" | "video", "question", "answer", "category_id"}``)
+    → open-ended QA record; ``video_id`` ``7010`` names video ``video7010``."""
+    if not isinstance(rec, dict):
+        raise Malformed(f"expected a JSON object, got {type(rec).__name__}")
+    vkey = next((k for k in ("video", "video_id", "vid") if k in rec), "video_id")
+    vid = rec.get(vkey)
+    vid = f"video{vid}" if isinstance(vid, int) and not isinstance(vid, bool) else text_field(rec, vkey)
+    answer = rec.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise Malformed(f"field 'answer' must be a string, got {answer!r}")
+    q_type = rec.get("category_id", rec.get("q_type"))
+    return {"qid": id_field(rec, next((k for k in ("id", "qid") if k in rec), "id")), "vid": vid,
+            "q": text_field(rec, "question"), "answer": answer, "q_type": None if q_type is None else str(q_type)}
+
+
 def iter_msrvtt_data_json(path: Path) -> Iterator[tuple[str, str, dict]]:
     """``(where, split, record)`` of every sentence of ``MSRVTT_data.json``."""
     data = load_json(path)
