@@ -306,6 +306,7 @@ def test_evaluate_without_java_scores_against_the_split(tiny_config, corpus, mon
         TASK.evaluate(perfect[:1], corpus, "tvc", "val", TINY_TVC)
 
 
+@pytest.mark.slow  # ~15 s of CPU
 def test_a_tiny_model_memorises_captions(tiny_config, corpus, aligned):
     """The pieces fit: a few dozen Adam steps on two videos, then greedy decoding repeats the captions."""
     cfg = TINY_TVC

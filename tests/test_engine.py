@@ -196,6 +196,7 @@ def run_engine(run_dir, config, clips, objectives, steps, loss_fn=None, **kw):
     return model, engine
 
 
+@pytest.mark.slow  # ~65 s of CPU: the longest test outside the slow set
 def test_training_lowers_each_objective_loss(tmp_path, setup_tiny):
     config, _, clips, objectives = setup_tiny
     model, engine = run_engine(tmp_path, config, clips, objectives, 60)
