@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from hero.config import HeroConfig
 from hero.data.batch import collate_video, pad_token_rows
 from hero.data.problems import Problems
+from hero.data.protocol import CorpusLike
 from hero.data.synth import OPEN_QA_ANSWERS
 from hero.errors import HeroError
 from hero.model.baselines import build_backbone
@@ -163,7 +164,8 @@ class OpenQaBatch:
         return OpenQaBatch(self.video.to(device), move(self.txt_ids), move(self.txt_mask), move(self.targets))
 
 
-def _batch(corpus: Any, rows: Sequence[tuple[str, Sequence[int], int | None]], cfg: OpenQaConfig) -> OpenQaBatch:
+def _batch(corpus: CorpusLike, rows: Sequence[tuple[str, Sequence[int], int | None]],
+           cfg: OpenQaConfig) -> OpenQaBatch:
     """Batch of ``(vid, question ids, answer class or None)`` rows."""
     if not rows:
         raise HeroError("cannot collate an empty open-ended QA batch")
@@ -183,7 +185,7 @@ def _batch(corpus: Any, rows: Sequence[tuple[str, Sequence[int], int | None]], c
     return OpenQaBatch(collate_video(feats, groups), txt_ids, txt_mask.bool(), targets)
 
 
-def collate(corpus: Any, items: Sequence[dict], cfg: OpenQaConfig,
+def collate(corpus: CorpusLike, items: Sequence[dict], cfg: OpenQaConfig,
             generator: torch.Generator | None = None) -> OpenQaBatch:
     """A training batch from `train_items` items (no random choice: ``generator`` is unused)."""
     return _batch(corpus, [(it["vid"], it["q_ids"], it["target"]) for it in items], cfg)
@@ -210,7 +212,7 @@ def check_record(record: Any, at: str, need_answer: bool) -> None:
         raise HeroError(f"{at}: 'answer' is null; a training split needs answers")
 
 
-def train_items(corpus: Any, dataset: str, split: str, cfg: OpenQaConfig,
+def train_items(corpus: CorpusLike, dataset: str, split: str, cfg: OpenQaConfig,
                 problems: Problems | None = None) -> list[dict]:
     """Items ``{"qid", "vid", "q_ids", "target"}`` in annotation order.
 
@@ -252,7 +254,7 @@ def loss(model: HeroForVideoQaOpen, batch: OpenQaBatch, cfg: OpenQaConfig, step:
 
 
 @torch.no_grad()
-def predict(model: HeroForVideoQaOpen, corpus: Any, dataset: str, split: str, cfg: OpenQaConfig,
+def predict(model: HeroForVideoQaOpen, corpus: CorpusLike, dataset: str, split: str, cfg: OpenQaConfig,
             batch_size: int = 16, device: torch.device | str = "cpu") -> dict[str, str]:
     """``{qid: answer}`` (argmax over the vocabulary) for every question; ``batch_size`` counts questions."""
     records = checked_records(corpus, dataset, split, lambda r, at: check_record(r, at, need_answer=False))
@@ -276,7 +278,7 @@ def write_predictions(predictions: dict[str, str], path: str | os.PathLike, cfg:
     write_json_predictions(predictions, path, cfg)
 
 
-def evaluate(predictions: dict[str, str], corpus: Any, dataset: str, split: str,
+def evaluate(predictions: dict[str, str], corpus: CorpusLike, dataset: str, split: str,
              cfg: OpenQaConfig) -> dict[str, float]:
     """Accuracy (%) overall and per ``q_type``: exact match with the record's answer; every
     question counts, a missing prediction is an error naming it."""
