@@ -19,8 +19,10 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, cap.out, cap.err
 
 
-def test_registered_with_its_four_kinds(capsys):
-    """``hero eval`` is in the command table, lists exactly its four kinds, and wants one."""
+def test_registered_with_its_kinds(capsys):
+    """``hero eval`` is in the command table, lists exactly the kinds of `hero.eval.kinds.EVAL_KINDS`
+    (the four official ones first, in their order), and wants one."""
+    from hero.eval.kinds import EVAL_KINDS
     assert "eval" in COMMANDS
     with pytest.raises(SystemExit) as exit_:
         main(["eval", "--help"])
@@ -28,8 +30,9 @@ def test_registered_with_its_four_kinds(capsys):
     out = capsys.readouterr().out
     section = out.split("positional arguments:")[1].split("options:")[0]
     listed = [line.split()[0] for line in section.splitlines() if line.startswith("    ") and line[4] != " "]
-    assert listed == ["retrieval", "qa", "violin", "caption"]
-    for kind in ("retrieval", "qa", "violin", "caption"):
+    assert listed == list(EVAL_KINDS) and listed[:4] == ["retrieval", "qa", "violin", "caption"]
+    assert "open_qa" in listed
+    for kind in listed:
         with pytest.raises(SystemExit) as exit_:
             main(["eval", kind, "--help"])
         assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"usage: hero eval {kind} ")
@@ -113,6 +116,30 @@ def test_qa_and_violin(tmp_path, capsys):
     v_pred.write_text(json.dumps({"s0": 0}))
     rc, _, stderr = _run(capsys, "eval", "violin", "--pred", str(v_pred), "--gt", str(v_gt))
     assert rc == 2 and "s1" in stderr
+
+
+def test_open_qa(tmp_path, capsys):
+    """The open-ended QA kind (task ``video_qa_open``): exact match with the answer string, per
+    ``q_type`` too; a missing prediction and a non-string answer exit 2 naming the qid."""
+    gt = tmp_path / "msrvtt_qa.jsonl"
+    gt.write_text("\n".join(json.dumps({"qid": str(i), "vid": "a", "q": "what?", "q_ids": [5], "answer": a,
+                                        "q_type": t})
+                            for i, (a, t) in enumerate([("dog", "what"), ("man", "who"), ("car", "what"),
+                                                        ("two", "how")])) + "\n")
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"0": "dog", "1": "woman", "2": "car", "3": "two"}))
+    out = tmp_path / "m.json"
+    rc, stdout, stderr = _run(capsys, "eval", "open_qa", "--pred", str(pred), "--gt", str(gt), "--out", str(out))
+    metrics = json.loads(stdout)
+    assert rc == 0 and "wrote" in stderr and json.loads(out.read_text()) == metrics
+    assert metrics["accuracy"] == 75.0 and metrics["num_questions"] == 4.0
+    assert metrics["accuracy/what"] == 100.0 and metrics["accuracy/who"] == 0.0
+    pred.write_text(json.dumps({"0": "dog", "1": "man", "2": "car"}))
+    rc, _, stderr = _run(capsys, "eval", "open_qa", "--pred", str(pred), "--gt", str(gt))
+    assert rc == 2 and "'3'" in stderr
+    pred.write_text(json.dumps({"0": "dog", "1": "man", "2": "car", "3": 2}))
+    rc, _, stderr = _run(capsys, "eval", "open_qa", "--pred", str(pred), "--gt", str(gt))
+    assert rc == 2 and "must be a string" in stderr
 
 
 def test_caption(tmp_path, capsys):

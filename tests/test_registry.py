@@ -146,6 +146,29 @@ def test_predictions_round_trip_through_writer_and_evaluator(name, corpus, confi
 
 
 @pytest.mark.parametrize("name", list(TASKS))
+def test_eval_kind_scores_the_written_predictions(name, corpus, config, tmp_path):
+    """The entry names a ``hero eval`` kind (`hero.eval.kinds.EVAL_KINDS`); a kind scored by the
+    default readers gives the task's own accuracy on the file the task's writer wrote."""
+    from hero.eval.kinds import EVAL_KINDS
+
+    task, cfg, model, _ = task_setup(name, corpus, config)
+    assert task.eval_kind in EVAL_KINDS, f"task {name}: eval_kind {task.eval_kind!r} not in {list(EVAL_KINDS)}"
+    kind = EVAL_KINDS[task.eval_kind]
+    if kind.run is not None:  # retrieval and caption: covered by their own metric tests
+        return
+    model.eval()
+    with torch.no_grad():
+        preds = task.predict(model, corpus, task.demo.dataset, "val", cfg, 4, "cpu")
+    path = tmp_path / f"pred{task.prediction_suffix}"
+    task.write_predictions(preds, path, cfg)
+    gt = corpus.root / "annotations" / task.demo.dataset / "val.jsonl"
+    metrics = kind.score(path, gt, out=tmp_path / "metrics.json")
+    expected = task.evaluate(preds, corpus, task.demo.dataset, "val", cfg)
+    assert metrics["accuracy"] == pytest.approx(expected["accuracy"], abs=0.01)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+
+
+@pytest.mark.parametrize("name", list(TASKS))
 def test_saved_model_loads_back_identical(name, corpus, config, tmp_path):
     task, cfg, model, _ = task_setup(name, corpus, config)
     loaded = task.model_class.from_pretrained(model.save_pretrained(tmp_path / "model"))

@@ -207,6 +207,38 @@ def violin_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any
     return _accuracies(hits, [r.get("kind") for r in records], "statements")
 
 
+def open_qa_accuracy(preds: Mapping[Any, Any], records: Sequence[Mapping[str, Any]],
+                     pred_source: str = "predictions", gt_source: str = "ground truth",
+                     where: Where | None = None) -> dict[str, float]:
+    """Accuracy (%) of ``{qid: answer string}`` against open-ended QA records (``answer``; MSR-VTT-QA),
+    overall and per ``q_type``: exact match, every question counts (an answer outside the model's
+    vocabulary is simply wrong), as `hero.tasks.open_qa.evaluate`.
+
+    Raises:
+        HeroError: missing, unknown or repeated qids; a record without a string ``answer`` (a split
+            without answers); a prediction that is not a string.
+    """
+    where = where or _record_where(gt_source)
+    if prediction_kind(preds) == "retrieval":
+        raise HeroError(f"{pred_source}: this looks like a retrieval submission, not open_qa predictions "
+                        f"(score it with `hero eval retrieval`)")
+    qids = _gt_qids(records, where)
+    by_qid = _check_keys(preds, qids, pred_source, gt_source, "open_qa")
+    hits: list[int] = []
+    for i, (q, record) in enumerate(zip(qids, records)):
+        gold = record.get("answer")
+        if not isinstance(gold, str):
+            raise HeroError(f"{where(i)}: qid {q!r} has no string 'answer' (got {gold!r}); "
+                            f"a split without answers cannot be scored")
+        pred = by_qid[q]
+        if not isinstance(pred, str):
+            raise HeroError(f"{pred_source}: qid {q!r}: the answer must be a string, got {pred!r}")
+        hits.append(int(pred == gold))
+    if not hits:
+        raise HeroError(f"{gt_source}: no question to score")
+    return _accuracies(hits, [r.get("q_type") for r in records], "questions")
+
+
 # ---------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +314,7 @@ def evaluate_violin_files(pred_path: str | os.PathLike, gt_path: str | os.PathLi
 __all__ = [
     "evaluate_qa_files",
     "evaluate_violin_files",
+    "open_qa_accuracy",
     "qa_accuracy",
     "read_ground_truth",
     "read_predictions",

@@ -307,7 +307,7 @@ def evaluate(predictions: dict[str, str], corpus: CorpusLike, dataset: str, spli
 TASK = TaskSpec(
     name="video_qa_open", datasets=("msrvtt_qa",), config_class=OpenQaConfig, model_class=HeroForVideoQaOpen,
     train_items=train_items, collate=collate, loss=loss, predict=predict, evaluate=evaluate,
-    write_predictions=write_predictions,
+    write_predictions=write_predictions, eval_kind="open_qa",
     demo=Demo(dataset="msrvtt_qa", title="open-ended video QA (msrvtt_qa)", steps=400,
               headline=(("accuracy", "open QA accuracy"),), lr_mul=10.0, quickstart=False,
               task_config={"answers": list(OPEN_QA_ANSWERS)}),
