@@ -224,3 +224,19 @@ def test_pretraining_model_round_trip_and_key_map(config, tmp_path):
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     unreached = [k for k in ours if not reachable_from_reference(k, HeroForPretraining.REFERENCE_KEY_MAP)]
     assert not unreached, unreached[:5]
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_objective_section_of_the_pretraining_config_is_read_off_the_registry(name):
+    """``PretrainConfig`` has one section per registered objective, of its entry's config class,
+    read from YAML/overrides under ``name`` with ``-`` as ``_``."""
+    from hero.config import from_dict
+    from hero.train.pretrain import PretrainConfig, objective_section
+
+    config_class = OBJECTIVES[name][0]
+    section = objective_section(name)
+    assert section in {f.name for f in dataclasses.fields(PretrainConfig)}
+    config = from_dict(PretrainConfig, {section: {}})
+    assert type(config.objective_config(name)) is config_class
+    with pytest.raises(Exception, match=rf"config\.{section}: unknown key"):
+        from_dict(PretrainConfig, {section: {"no_such_setting": 1}})

@@ -1,7 +1,9 @@
 """Pre-training objectives (paper §3.2): one module each, holding its collate, head and loss.
 
 `OBJECTIVES` maps the names used in run configs (``mix:`` ratios and per-objective sections) to
-``(config class, objective class)``. An objective is built as ``cls(config, tokens)`` and called as
+``(config class, objective class)``: the registry entry. `hero.train.pretrain.PretrainConfig` reads
+its objective sections off it (section ``name`` with ``-`` as ``_``, of the entry's config class),
+so an objective is one module and one entry here. An objective is built as ``cls(config, tokens)`` and called as
 ``objective(model, batch, step=...)``; ``objective.collate(clips, randomness)`` builds its batches.
 """
 

@@ -9,7 +9,7 @@ the shared `Engine`. Launch with ``hero pretrain --config ...`` on one process, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +18,6 @@ import torch
 from hero.errors import HeroError, check_settings
 from hero.io import read_text, write_text_atomic
 from hero.objectives import OBJECTIVES, HeroForPretraining
-from hero.objectives.fom import FomConfig
-from hero.objectives.mfm import MffrConfig, MfmConfig
-from hero.objectives.mlm import MlmConfig
-from hero.objectives.vsm import VsmConfig
 from hero.train.build import check_device, check_init, hero_config, initialise
 from hero.train.config import ModelSpec, OptimConfig, TrainConfig, dump_config, read_yaml, to_dict
 from hero.train.data import Mix, PretrainBatches
@@ -52,25 +48,39 @@ class DataSpec:
         check_settings(self, "data", max_clip_len=">=1")
 
 
-@dataclass
-class PretrainConfig:
-    """A pre-training run (YAML: ``configs/pretrain/*.yaml``)."""
+class _PretrainSettings:
+    """A pre-training run (YAML: ``configs/pretrain/*.yaml``).
 
-    output_dir: str = "runs/pretrain"
-    data: DataSpec = field(default_factory=DataSpec)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    mix: dict[str, float] = field(default_factory=lambda: {"mlm": 2.0, "mfm-nce": 2.0, "fom": 1.0, "vsm": 2.0})
-    """Objective ratios; one objective is drawn per optimizer step (paper: MLM:MNCE:FOM:VSM = 2:2:1:2)."""
-    mlm: MlmConfig = field(default_factory=MlmConfig)
-    mfm_nce: MfmConfig = field(default_factory=MfmConfig)
-    mffr: MffrConfig = field(default_factory=MffrConfig)
-    fom: FomConfig = field(default_factory=FomConfig)
-    vsm: VsmConfig = field(default_factory=VsmConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    Sections, in order: ``output_dir``, ``data`` (`DataSpec`), ``model`` (`ModelSpec`), ``mix``
+    (objective ratios; one objective is drawn per optimizer step; paper: MLM:MNCE:FOM:VSM =
+    2:2:1:2), then one section per registered objective (`hero.objectives.OBJECTIVES`, named
+    ``name`` with ``-`` as ``_``: ``mlm``, ``mfm_nce``, ``mffr``, ``fom``, ``vsm``) holding its config
+    class, then ``optim`` (`OptimConfig`) and ``train`` (`TrainConfig`). The objective sections are
+    read off the registry: a new objective adds no field here.
+    """
 
     def objective_config(self, name: str):
-        return getattr(self, name.replace("-", "_"))
+        return getattr(self, objective_section(name))
+
+
+def objective_section(name: str) -> str:
+    """The config section of objective ``name`` (``mfm-nce`` -> ``mfm_nce``)."""
+    return name.replace("-", "_")
+
+
+PretrainConfig = make_dataclass(
+    "PretrainConfig",
+    [("output_dir", str, field(default="runs/pretrain")),
+     ("data", DataSpec, field(default_factory=DataSpec)),
+     ("model", ModelSpec, field(default_factory=ModelSpec)),
+     ("mix", dict[str, float], field(default_factory=lambda: {"mlm": 2.0, "mfm-nce": 2.0, "fom": 1.0, "vsm": 2.0})),
+     *[(objective_section(name), config_class, field(default_factory=config_class))
+       for name, (config_class, _objective) in OBJECTIVES.items()],
+     ("optim", OptimConfig, field(default_factory=OptimConfig)),
+     ("train", TrainConfig, field(default_factory=TrainConfig))],
+    bases=(_PretrainSettings,),
+    namespace={"__doc__": _PretrainSettings.__doc__, "__module__": __name__},
+)
 
 
 # Settings that may change when a run is resumed (they do not change what is computed).
@@ -151,7 +161,7 @@ def build_objectives(config: PretrainConfig, tokens) -> dict[str, Any]:
             except HeroError:
                 raise
             except ValueError as err:
-                raise HeroError(f"{name.replace('-', '_')}: {err}") from None
+                raise HeroError(f"{objective_section(name)}: {err}") from None
     return out
 
 
