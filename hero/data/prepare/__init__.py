@@ -38,7 +38,7 @@ class DatasetSpec:
     """Default corpus name; datasets of one family share videos."""
     frame_interval: float
     kind: str
-    """Record format: retrieval, qa, violin or captioning."""
+    """Record format: a key of `hero.data.prepare.common.RECORD_FORMATS` (retrieval, qa, open_qa, ...)."""
     record: str
     """``module:function`` turning one raw record into a normalised one."""
     video_only: bool = False
@@ -55,15 +55,6 @@ DATASETS: dict[str, DatasetSpec] = {
     "msrvtt": DatasetSpec("msrvtt", "msrvtt", 2.0, "retrieval", "video_only:msrvtt_record", video_only=True),
     "msrvtt_qa": DatasetSpec("msrvtt_qa", "msrvtt", 2.0, "open_qa", "video_only:msrvtt_qa_record", video_only=True),
 }
-
-KEY_FIELD = {"retrieval": "qid", "qa": "qid", "open_qa": "qid", "violin": "qid", "captioning": "clip_id"}
-TEXT_FIELDS = {
-    "retrieval": [("desc", "input_ids")],
-    "qa": [("q", "q_ids"), ("answers", "a_ids")],
-    "open_qa": [("q", "q_ids")],
-    "violin": [("statement", "input_ids")],
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=sorted(DATASETS), help="the benchmark whose raw files are given")
@@ -133,7 +124,7 @@ def read_annotations(spec: DatasetSpec, path: Path, split: str | None, problems:
     for s, items in by_split.items():
         records = common.convert_records(iter(items), convert, problems)
         records = [r for r in records if _valid(spec, r, s, problems)]
-        records = common.check_unique(records, KEY_FIELD[spec.kind], problems)
+        records = common.check_unique(records, common.RECORD_FORMATS[spec.kind].key, problems)
         common.resolve_vids(records, known_vids, problems)
         for r in records:
             raw = r.pop("_ts_raw", None)
@@ -159,10 +150,9 @@ def finish_records(spec: DatasetSpec, records: list[dict], tokenizer: Any) -> li
     """Add the token ids. ``_where`` stays: `hero.data.build` names it in its checks and drops it."""
     from hero.data.prepare import common
 
-    if spec.kind == "captioning":
-        common.tokenize_fields([c for r in records for c in r["captions"]], tokenizer, [("desc", "input_ids")])
-    else:
-        common.tokenize_fields(records, tokenizer, TEXT_FIELDS[spec.kind])
+    fmt = common.RECORD_FORMATS[spec.kind]
+    items = [t for r in records for t in r[fmt.text_within]] if fmt.text_within else records
+    common.tokenize_fields(items, tokenizer, list(fmt.text_fields))
     return records
 
 

@@ -181,8 +181,6 @@ def _names(kind: type | tuple[type, ...]) -> str:
 # raw release and on the records `hero data build --annotations` reads as they are, and again by
 # `hero.data.build` before anything is written (with the frame counts of the videos at hand).
 
-KIND_KEY = {"retrieval": "qid", "qa": "qid", "open_qa": "qid", "violin": "qid", "captioning": "clip_id"}
-"""The id field of each record format (unique within a split)."""
 DURATION_SLACK = 0.5
 """Seconds a moment may end after the ``duration`` a record gives (released durations are rounded)."""
 
@@ -321,9 +319,31 @@ def _check_captioning(rec: dict, ids: bool) -> None:
             raise Malformed(f"captions[{i}]: {err}") from None
 
 
-_CHECKS: dict[str, Callable[[dict, bool], None]] = {
-    "retrieval": _check_retrieval, "qa": _check_qa, "open_qa": _check_open_qa, "violin": _check_violin,
-    "captioning": _check_captioning}
+@dataclass(frozen=True)
+class RecordFormat:
+    """One annotation record format (`hero.data.prepare.DatasetSpec.kind`): what `hero data
+    prepare` and `hero data build` need of it. A new format is one entry of `RECORD_FORMATS`."""
+
+    key: str
+    """The id field (unique within a split)."""
+    text_fields: tuple[tuple[str, str], ...]
+    """``(text field, token-id field)`` pairs `hero data prepare` tokenises."""
+    check: Callable[[dict, bool], None]
+    """``check(rec, ids)``: the format's own fields (after the id and ``vid`` checks of `check_record`)."""
+    text_within: str | None = None
+    """The texts are those of each element of ``rec[text_within]`` (captioning: ``captions``)."""
+
+
+RECORD_FORMATS: dict[str, RecordFormat] = {
+    "retrieval": RecordFormat("qid", (("desc", "input_ids"),), _check_retrieval),
+    "qa": RecordFormat("qid", (("q", "q_ids"), ("answers", "a_ids")), _check_qa),
+    "open_qa": RecordFormat("qid", (("q", "q_ids"),), _check_open_qa),
+    "violin": RecordFormat("qid", (("statement", "input_ids"),), _check_violin),
+    "captioning": RecordFormat("clip_id", (("desc", "input_ids"),), _check_captioning, text_within="captions"),
+}
+_CHECKS: dict[str, Callable[[dict, bool], None]] = {kind: f.check for kind, f in RECORD_FORMATS.items()}
+KIND_KEY: dict[str, str] = {kind: f.key for kind, f in RECORD_FORMATS.items()}
+"""The id field of each record format (unique within a split)."""
 
 
 def _json_name(value: Any) -> str:
@@ -437,6 +457,8 @@ __all__ = [
     "AnnotationSpec",
     "Malformed",
     "KIND_KEY",
+    "RECORD_FORMATS",
+    "RecordFormat",
     "check_record",
     "check_unique",
     "convert_records",
