@@ -917,8 +917,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SynthConfig()
     parser.add_argument("--out", type=Path, required=True, help="corpus directory to create")
     parser.add_argument("--videos", type=positive_int, default=d.videos, help="number of videos (episodes)")
-    parser.add_argument("--val-videos", type=positive_int, default=None, help="videos of the val split (default videos/6)")
-    parser.add_argument("--test-videos", type=positive_int, default=None, help="videos of the test split (default videos/6)")
+    parser.add_argument("--val-videos", type=positive_int, default=None,
+                        help="videos of the val split (default videos/6)")
+    parser.add_argument("--test-videos", type=positive_int, default=None,
+                        help="videos of the test split (default videos/6)")
     parser.add_argument("--seed", type=nonnegative_int, default=d.seed)
     parser.add_argument("--dim", type=positive_int, default=d.dim, help="frame feature dimension")
     parser.add_argument("--min-frames", type=positive_int, default=d.min_frames)

@@ -232,7 +232,8 @@ CASES = [
          lambda ws: ["convert", str(ws.write("notes.pt", "hello, these are my notes\n" * 20)), str(ws.tmp / "out")],
          defect=22, match=r"notes\.pt: not a torch checkpoint \(a \.pt file is a zip archive or a pickle",
          check=_no_pickle_jargon),
-    Case("weights-convert-truncated", "weights", "`hero convert` of a reference .pt cut short (an interrupted download)",
+    Case("weights-convert-truncated", "weights",
+         "`hero convert` of a reference .pt cut short (an interrupted download)",
          lambda ws: ["convert", str(_truncated_pt(ws)), str(ws.tmp / "out")], defect=22,
          match=r"ref\.pt: corrupt or truncated torch checkpoint", check=_nothing_written("out")),
 ]
