@@ -298,7 +298,12 @@ def convert_value(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     """Build dataclass ``cls`` from a (nested) dict: values checked and converted to the annotated
     types (nested dataclasses, tuples, unions), unknown keys an error naming ``where.key``. The one
-    loader of every config dataclass (model, run, task settings); a `HeroError` on bad input."""
+    loader of every config dataclass (model, run, task settings); a `HeroError` on bad input.
+    A class with a ``migrate_settings(data, where)`` classmethod gets ``data`` rewritten first
+    (older key layouts, e.g. `hero.tasks.retrieval.RetrievalConfig`'s flat VSM keys)."""
+    migrate = getattr(cls, "migrate_settings", None)
+    if migrate is not None and isinstance(data, dict):
+        data = migrate(data, where)  # older key layouts (e.g. flat VSM keys of RetrievalConfig)
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
@@ -320,6 +325,22 @@ def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
+def merge_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` on top, mappings merged key by key (a partial nested mapping,
+    e.g. ``{"vsm": {"margin": 0.2}}``, keeps the other nested values); a dotted key
+    (``vsm.margin``) is the nested one."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(key, str) and "." in key:
+            head, rest = key.split(".", 1)
+            value, key = {rest: value}, head
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_settings(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (tree) as plain YAML-able data (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
@@ -336,6 +357,7 @@ __all__ = [
     "TextTokens",
     "convert_value",
     "from_dict",
+    "merge_settings",
     "to_dict",
     "PRESETS",
     "hero_base",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -285,16 +286,16 @@ def test_numeric_options_are_range_checked(capsys, argv, option, words):
 # -- task settings are range-checked, named as task_config.<key> ----------------------------------
 
 TASK_SETTINGS = [
-    ("hero.tasks.retrieval", "RetrievalConfig", "margin", -0.1),
-    ("hero.tasks.retrieval", "RetrievalConfig", "hard_pool_size", 0),
-    ("hero.tasks.retrieval", "RetrievalConfig", "hard_neg_weight", float("nan")),
-    ("hero.tasks.retrieval", "RetrievalConfig", "lw_neg_ctx", -1.0),
-    ("hero.tasks.retrieval", "RetrievalConfig", "lw_st_ed", float("inf")),
+    ("hero.tasks.retrieval", "RetrievalConfig", "vsm.margin", -0.1),
+    ("hero.tasks.retrieval", "RetrievalConfig", "vsm.hard_pool_size", 0),
+    ("hero.tasks.retrieval", "RetrievalConfig", "vsm.hard_neg_weight", float("nan")),
+    ("hero.tasks.retrieval", "RetrievalConfig", "vsm.lw_neg_ctx", -1.0),
+    ("hero.tasks.retrieval", "RetrievalConfig", "vsm.lw_st_ed", float("inf")),
     ("hero.tasks.retrieval", "RetrievalConfig", "q2c_alpha", 0.0),
     ("hero.tasks.retrieval", "RetrievalConfig", "nms_thd", 1.5),
     ("hero.tasks.retrieval", "RetrievalConfig", "min_pred_l", -1),
-    ("hero.tasks.retrieval", "RetrievalConfig", "hard_negative_start_step", -5),
-    ("hero.tasks.retrieval", "RetrievalConfig", "drop_svmr_prob", float("nan")),
+    ("hero.tasks.retrieval", "RetrievalConfig", "vsm.hard_negative_start_step", -5),
+    ("hero.tasks.retrieval", "RetrievalConfig", "vsm.drop_svmr_prob", float("nan")),
     ("hero.tasks.captioning", "TvcConfig", "hidden_dropout_prob", 1.0),
     ("hero.tasks.captioning", "TvcConfig", "attention_probs_dropout_prob", -0.1),
     ("hero.tasks.captioning", "TvcConfig", "layer_norm_eps", 0.0),
@@ -308,9 +309,14 @@ TASK_SETTINGS = [
 def test_task_settings_are_range_checked(module, name, key, value):
     import importlib
 
+    from hero.config import from_dict, merge_settings
+
     cls = getattr(importlib.import_module(module), name)
-    with pytest.raises(HeroError, match=rf"task_config\.{key} must be "):
-        cls(**{key: value})
+    with pytest.raises(HeroError, match=rf"task_config\.{re.escape(key)} must be "):
+        if "." in key:  # a nested setting (the retrieval settings' vsm block), as loaded from YAML
+            from_dict(cls, merge_settings({}, {key: value}), where="task_config")
+        else:
+            cls(**{key: value})
 
 
 def test_task_settings_defaults_and_nms_off_pass():
@@ -319,7 +325,9 @@ def test_task_settings_defaults_and_nms_off_pass():
     from hero.tasks.video_qa import QaConfig
 
     RetrievalConfig(nms_thd=-1)  # -1 disables NMS
-    RetrievalConfig(hard_negative_start_step=None, margin=0.0)
+    from hero.tasks.retrieval import retrieval_vsm
+
+    RetrievalConfig(vsm=retrieval_vsm(hard_negative_start_step=None, margin=0.0))
     TvcConfig(hidden_dropout_prob=0.0)
     QaConfig(lw_st_ed=0.0)
 

@@ -170,4 +170,4 @@ def test_convert_without_a_told_task_keeps_the_pretraining_model(tmp_path, tiny_
                  "--num-heads", str(tiny_config.num_attention_heads)]) == 0
     meta = json.loads((tmp_path / "v" / "config.json").read_text())
     assert meta["architecture"] == "HeroForVcmr" and meta["task_config"]["max_vcmr_video"] == 7
-    assert meta["task_config"]["video_batch_size"] == 50 and meta["task_config"]["span_padding"] == "reference"
+    assert meta["task_config"]["video_batch_size"] == 50 and meta["task_config"]["vsm"]["span_padding"] == "reference"

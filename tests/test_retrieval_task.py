@@ -3,6 +3,7 @@ the video ranking stage, official-format predictions, checkpoints and the TASK o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -31,10 +32,12 @@ from hero.tasks.retrieval import (
     loss,
     nms_path,
     predict,
+    retrieval_vsm,
     span_step,
     train_items,
     training_span,
     video_groups,
+    with_vsm,
 )
 
 
@@ -128,7 +131,7 @@ def test_span_loss_is_drawn_per_step_the_same_on_every_rank(corpus):
     assert draws == [span_step(RetrievalConfig(), step) for step in range(1, 1001)]  # a function of the step
     assert draws != [span_step(RetrievalConfig(span_draw_seed=1), step) for step in range(1, 1001)]
     assert not any(span_step(VrConfig(), s) for s in range(100))
-    assert all(span_step(RetrievalConfig(drop_svmr_prob=0.0), s) for s in range(100))
+    assert all(span_step(RetrievalConfig(vsm=retrieval_vsm(drop_svmr_prob=0.0)), s) for s in range(100))
     items = train_items(corpus, "tvr", "train", cfg)[::2]
     assert collate(corpus, items, cfg).use_span
     vr = collate(corpus, items, VrConfig())
@@ -166,7 +169,7 @@ def test_loss_terms_and_hard_negative_phase(tiny_config, corpus):
     model = tiny_model(tiny_config)
     model.eval()
     items = train_items(corpus, "tvr", "train", RetrievalConfig())[::2]
-    cfg = RetrievalConfig(hard_negative_start_step=10, drop_svmr_prob=0.0)
+    cfg = RetrievalConfig(vsm=retrieval_vsm(hard_negative_start_step=10, drop_svmr_prob=0.0))
     batch = collate(corpus, items, cfg, use_span=True)
     out = loss(model, batch, cfg, step=1)
     assert set(k for k in out if k.endswith("_loss")) == {"st_ed_loss", "neg_ctx_loss", "neg_q_loss"}
@@ -189,7 +192,7 @@ def test_loss_terms_and_hard_negative_phase(tiny_config, corpus):
 
 def test_loss_falls_on_a_tiny_overfit_batch(tiny_config, corpus):
     model = tiny_model(tiny_config)
-    cfg = RetrievalConfig(drop_svmr_prob=0.0, hard_negative_start_step=None)
+    cfg = RetrievalConfig(vsm=retrieval_vsm(drop_svmr_prob=0.0, hard_negative_start_step=None))
     items = train_items(corpus, "tvr", "train", cfg)[::2]
     batch = collate(corpus, items, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -215,7 +218,7 @@ def test_loss_falls_on_a_tiny_overfit_batch(tiny_config, corpus):
 def test_corpus_encoding_with_zero_padding_does_not_depend_on_the_batching(tiny_config, corpus):
     model = tiny_model(tiny_config).eval()
     vids = sorted(corpus.video_ids())
-    cfg = RetrievalConfig(span_padding="zeros")
+    cfg = RetrievalConfig(vsm=retrieval_vsm(span_padding="zeros"))
     one = encode_corpus(model, corpus, vids, batch_size=len(vids), cfg=cfg)
     two = encode_corpus(model, corpus, vids, batch_size=2, cfg=cfg)
     assert one.vids == vids and one.frames.shape[:2] == one.mask.shape
@@ -231,9 +234,10 @@ def test_corpus_encoding_with_reference_padding_keeps_each_chunks_padded_outputs
 
     model = tiny_model(tiny_config).eval()
     vids = sorted(corpus.video_ids())
-    cfg = RetrievalConfig(span_padding="reference")
+    cfg = RetrievalConfig(vsm=retrieval_vsm(span_padding="reference"))
     enc = encode_corpus(model, corpus, vids, batch_size=2, cfg=cfg)
-    zeros = encode_corpus(model, corpus, vids, batch_size=2, cfg=RetrievalConfig(span_padding="zeros"))
+    zeros_cfg = RetrievalConfig(vsm=retrieval_vsm(span_padding="zeros"))
+    zeros = encode_corpus(model, corpus, vids, batch_size=2, cfg=zeros_cfg)
     assert torch.equal(enc.mask, zeros.mask)
     assert torch.allclose(enc.frames[enc.mask], zeros.frames[zeros.mask], atol=1e-5)  # real frames agree
     for start in range(0, len(vids), 2):
@@ -385,6 +389,51 @@ def test_task_registry_and_checkpoints_round_trip(tmp_path, tiny_config, corpus)
         assert torch.equal(v, loaded.state_dict()[k])
 
 
+def test_vsm_settings_are_nested_and_keep_the_retrieval_defaults():
+    from hero.config import from_dict
+
+    vcmr, vr = RetrievalConfig().vsm, VrConfig().vsm
+    assert (vcmr.queries_per_video, vcmr.hard_negative_start_step) == (1, 2000)
+    assert (vcmr.lw_st_ed, vcmr.lw_neg_ctx, vcmr.lw_neg_q, vcmr.margin) == (0.01, 8.0, 8.0, 0.1)
+    assert (vcmr.drop_svmr_prob, vcmr.hard_pool_size, vcmr.max_txt_len, vcmr.span_padding) == (0.8, 20, 60, "reference")
+    assert (vr.lw_st_ed, vr.lw_neg_ctx, vr.lw_neg_q, vr.drop_svmr_prob, vr.hard_pool_size) == (0.0, 10.0, 10.0, 1.0, 80)
+    assert vr.hard_negative_start_step == 2000 and vr.queries_per_video == 1
+    # a partial vsm mapping keeps the class's retrieval defaults, not VsmConfig's pre-training ones
+    cfg = from_dict(VrConfig, {"vsm": {"margin": 0.3}}, where="task_config")
+    assert cfg.vsm == dataclasses.replace(VrConfig().vsm, margin=0.3)
+    with pytest.raises(HeroError, match=r"task_config\.vsm\.queries_per_video must be 1"):
+        from_dict(RetrievalConfig, {"vsm": {"queries_per_video": 5}}, where="task_config")
+
+
+def test_flat_vsm_keys_of_older_settings_still_load(tmp_path, tiny_config, capsys):
+    from hero.config import from_dict
+    from hero.io import read_json, write_json_atomic
+    from hero.tasks.load import load_task_model
+
+    flat = {"margin": 0.3, "hard_negative_start_step": None, "span_padding": "zeros", "max_vcmr_video": 7}
+    cfg = from_dict(RetrievalConfig, flat, where="task_config")
+    assert "task_config: flat key(s) margin, hard_negative_start_step, span_padding are deprecated; read as " \
+        "vsm.margin, vsm.hard_negative_start_step, vsm.span_padding" in capsys.readouterr().err
+    assert cfg == RetrievalConfig(max_vcmr_video=7, vsm=retrieval_vsm(margin=0.3, hard_negative_start_step=None,
+                                                                      span_padding="zeros"))
+    # a model saved before the nesting: every VSM key flat in config.json's task_config
+    model = tiny_model(tiny_config, cls=HeroForVr, seed=3)
+    model.save_pretrained(tmp_path / "m")
+    meta = read_json(tmp_path / "m" / "config.json")
+    saved = meta["task_config"]
+    meta["task_config"] = {**{k: v for k, v in saved.items() if k != "vsm"}, **saved["vsm"], "lw_neg_q": 4.0}
+    del meta["task_config"]["queries_per_video"]  # the old layout had no such key
+    write_json_atomic(tmp_path / "m" / "config.json", meta)
+    _, loaded, _ = load_task_model(tmp_path / "m")
+    assert loaded == with_vsm(model.task_config, lw_neg_q=4.0)
+    assert "vsm.lw_neg_q" in capsys.readouterr().err
+    # overrides: a flat one wins over the saved nested value; a dotted one changes only its key
+    model.save_pretrained(tmp_path / "n")
+    _, over, _ = load_task_model(tmp_path / "n", {"margin": 0.5, "vsm.hard_pool_size": 9})
+    assert over.vsm == dataclasses.replace(VrConfig().vsm, margin=0.5, hard_pool_size=9)
+    assert HeroForVr.from_pretrained(tmp_path / "m").task_config == loaded
+
+
 def test_reference_vcmr_checkpoint_loads_every_parameter(tmp_path, tiny_config):
     from reference_layout import reference_layout
 
@@ -475,7 +524,7 @@ task: vcmr
 dataset: tvr
 corpus: {corpus}
 model: {{preset: hero-tiny}}
-task_config: {{hard_negative_start_step: 5, max_vcmr_video: 5, max_after_nms: 20}}
+task_config: {{vsm: {{hard_negative_start_step: 5}}, max_vcmr_video: 5, max_after_nms: 20}}
 eval_batch_size: 4
 optim: {{lr: 1.0e-3, warmup_steps: 2}}
 train: {{num_train_steps: 6, batch_size: 4, num_workers: 0, save_every: 6, progress: false, device: cpu}}

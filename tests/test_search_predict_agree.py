@@ -22,7 +22,7 @@ from tests.reliability.matrix import Workspace
 def test_search_and_predict_return_the_same_top_moments(tmp_path, capsys):
     ws = Workspace(tmp_path / "ws", tmp_path / "shared")
     corpus, run = ws.corpus(), ws.vcmr_run()
-    settings = ["span_padding=zeros", "nms_thd=-1"]
+    settings = ["vsm.span_padding=zeros", "nms_thd=-1"]
     out = tmp_path / "pred.json"
     assert main(["predict", "--model", str(run), "--corpus", str(corpus), "--dataset", "tvr", "--split", "val",
                  "--out", str(out), "--device", "cpu", *settings]) == 0
@@ -36,7 +36,7 @@ def test_search_and_predict_return_the_same_top_moments(tmp_path, capsys):
     # the index records the model's settings; search reads them from the model, so give it the same ones
     from hero.search import SearchIndex
 
-    search = SearchIndex(index, task_overrides={"span_padding": "zeros", "nms_thd": -1})
+    search = SearchIndex(index, task_overrides={"vsm": {"span_padding": "zeros"}, "nms_thd": -1})
     checked = 0
     for entry in preds["VCMR"][:3]:
         record = records[entry["desc_id"]]

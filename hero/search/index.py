@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hero.config import from_dict, merge_settings, to_dict
 from hero.data.protocol import CorpusLike
 from hero.errors import HeroError
 from hero.io import check_replaceable, publish_dir, read_json, writing
@@ -268,7 +269,8 @@ class SearchIndex:
         model: the retrieval model; default: loaded from the path in ``meta.json``, whose weights
             must still have the recorded hash.
         device: where queries are encoded and spans scored.
-        task_overrides: inference settings to change (``max_vcmr_video``, ``min_pred_l``, ``nms_thd``…).
+        task_overrides: inference settings to change (``max_vcmr_video``, ``min_pred_l``, ``nms_thd``…;
+            VSM ones nested: ``{"vsm": {"span_padding": "zeros"}}`` or ``{"vsm.span_padding": "zeros"}``).
     """
 
     def __init__(self, directory: str | os.PathLike, model: Any = None, device: torch.device | str = "cpu",
@@ -311,7 +313,9 @@ class SearchIndex:
         self.model = model if model is not None else self._load_model(task_overrides)
         self.model = self.model.to(self.device).eval()
         cfg = self.model.task_config
-        self.cfg = dataclasses.replace(cfg, **(task_overrides or {})) if task_overrides else cfg
+        # a partial ``vsm`` mapping (or a dotted ``vsm.span_padding`` key) changes only those keys
+        self.cfg = (from_dict(type(cfg), merge_settings(to_dict(cfg), task_overrides), where="task_overrides")
+                    if task_overrides else cfg)
         if tokenizer is None and (self.directory / "tokenizer").is_dir():
             from hero.data.tokenizer import Tokenizer
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hero.config import from_dict
+from hero.config import from_dict, merge_settings
 from hero.errors import HeroError
 
 
@@ -43,7 +43,7 @@ def load_task_model(directory: str | Path, task_overrides: dict[str, Any] | None
     directory = resolve_model_dir(directory)
     meta = read_config(directory)
     task = task_of_model(meta["architecture"])
-    cfg = task_settings(task, {**meta.get("task_config", {}), **(task_overrides or {})},
+    cfg = task_settings(task, merge_settings(meta.get("task_config", {}), task_overrides or {}),
                         where=f"{directory}/config.json task_config")
     model = task.model_class(HeroConfig.from_dict(meta["config"]), cfg)
     load_weights(model, directory, strict=True)
@@ -85,7 +85,7 @@ def load_reference_task_model(path: str | Path, task: str | None = None, overrid
         name, how = task_name(task), "given"
     check_heads(state, name, str(path))
     task_obj = get_task(name)
-    values = {**reference_task_settings(task_obj, hps), **(overrides or {})}
+    values = merge_settings(reference_task_settings(task_obj, hps), overrides or {})
     config = reference_config_for(path, state, num_attention_heads, vocab_size)
     if name == "tvc":
         import dataclasses

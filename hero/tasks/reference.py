@@ -8,6 +8,7 @@ holding ``model_config.json`` (sizes) and ``hps.json`` (training and evaluation 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,13 @@ def reference_task_settings(task: Any, hps: dict[str, Any] | None) -> dict[str, 
     the options do not say), so that its scores are those of the official evaluation.
     """
     fields = {f.name for f in dataclasses.fields(task.config_class)}
+    # the retrieval settings hold the VSM objective's as a nested ``vsm`` block
+    hints = typing.get_type_hints(task.config_class) if "vsm" in fields else {}
+    nested = {f.name for f in dataclasses.fields(hints["vsm"])} if hints else set()
     out: dict[str, Any] = {}
     for key, value in (hps or {}).items():
         name = _OPTION_NAMES.get(key, key)
-        if name not in fields or value is None:
+        if (name not in fields and name not in nested) or value is None:
             continue
         if name == "tasks":
             value = list(value) if isinstance(value, (list, tuple)) else value
@@ -106,10 +110,13 @@ def reference_task_settings(task: Any, hps: dict[str, Any] | None) -> dict[str, 
             if len(value) != 1:
                 continue
             value = value[0]
-        out[name] = value
+        if name in nested:
+            out.setdefault("vsm", {})[name] = value
+        else:
+            out[name] = value
     if "video_batch_size" in fields:
         out.setdefault("video_batch_size", REFERENCE_VIDEO_BATCH_SIZE)
-        out.setdefault("span_padding", "reference")
+        out.setdefault("vsm", {}).setdefault("span_padding", "reference")
     return out
 
 

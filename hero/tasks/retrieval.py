@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hero.config import HeroConfig
+from hero.config import HeroConfig, to_dict
 from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.data.protocol import CorpusLike
 from hero.errors import HeroError, NonFiniteError, SettingError, check_settings
@@ -66,10 +67,8 @@ class RetrievalConfig:
     """
 
     # -- data --
-    max_txt_len: int = 60
-    """Training query tokens after ``[CLS]``."""
     drop_long_train_queries: bool = True
-    """Training queries longer than ``max_txt_len`` tokens are dropped (reference ``id2len``
+    """Training queries longer than ``vsm.max_txt_len`` tokens are dropped (reference ``id2len``
     filter) and counted; False truncates them."""
     inference_max_txt_len: int | None = None
     """Query tokens after ``[CLS]`` at inference. None: the whole query, as the official
@@ -83,27 +82,20 @@ class RetrievalConfig:
     """With ``video_only``: frames per group (the reference's ``max_frm_seq_len``; at most the
     model's ``max_frm_seq_len``)."""
     # -- loss (VSM) --
-    lw_st_ed: float = 0.01
-    lw_neg_ctx: float = 8.0
-    lw_neg_q: float = 8.0
-    margin: float = 0.1
-    ranking_loss: str = "hinge"
-    drop_svmr_prob: float = 0.8
-    """Probability that a step skips the local (span) loss (drawn per optimizer step, `span_step`)."""
-    span_draw_seed: int = 0
-    """Seed of the per-step span-loss draws."""
-    hard_negative_start_step: int | None = 2000
-    """Optimizer step (1-based) from which the hard-negative weighting is on (None: never)."""
-    hard_pool_size: int = 20
-    hard_neg_weight: float = 10.0
-    span_padding: str = "reference"
-    """How the start/end convolution sees the positions past a clip's end, in training (see
-    `hero.objectives.vsm.VsmConfig.span_padding`) and at inference. ``reference``: as the official
+    vsm: VsmConfig = dataclasses.field(default_factory=lambda: retrieval_vsm())
+    """The VSM objective settings (`hero.objectives.vsm.VsmConfig`): loss weights, margin, ranking
+    loss, span-loss drop probability, hard-negative schedule, ``max_txt_len`` (training query tokens
+    after ``[CLS]``) and ``span_padding``. Defaults: `retrieval_vsm` (one query per video, hard
+    negatives from step 2000). ``span_padding`` also rules inference: ``reference``: as the official
     ``validate_full_vcmr``, the corpus is encoded in chunks of ``video_batch_size`` videos in
     sorted-name order and the temporal transformer's outputs at the padded positions of each chunk
     are kept, so the last two frames' probabilities of a clip shorter than its chunk depend on the
     chunking. ``zeros``: those positions are zero, every clip is scored as if encoded alone
-    (independent of batch size and order)."""
+    (independent of batch size and order). ``hard_negative_start_step`` counts optimizer steps
+    (1-based; None: never); ``drop_svmr_prob`` is drawn per optimizer step (`span_step`).
+    Older flat keys (``task_config.margin``) are moved here when loading (`migrate_settings`)."""
+    span_draw_seed: int = 0
+    """Seed of the per-step span-loss draws."""
     # -- inference --
     q2c_alpha: float = 20.0
     """α of the video factor ``exp(α·S)``."""
@@ -130,25 +122,22 @@ class RetrievalConfig:
     """VR list scores: ``exp`` (``exp(α·S)``, TVR) or ``cosine`` (raw ``S``, reference MSR-VTT)."""
 
     def __post_init__(self) -> None:
-        check_settings(self, "task_config", lw_st_ed=">=0", lw_neg_ctx=">=0", lw_neg_q=">=0", margin=">=0",
-                       drop_svmr_prob="[0,1]", span_draw_seed=">=0", hard_negative_start_step=">=0",
-                       hard_pool_size=">=1", hard_neg_weight=">=0", q2c_alpha=">0", min_pred_l=">=0",
+        if not isinstance(self.vsm, VsmConfig):
+            raise HeroError(f"task_config.vsm must be a VsmConfig, got {self.vsm!r}")
+        if self.vsm.queries_per_video != 1:
+            raise SettingError("vsm.queries_per_video", "1 (fine-tuning pairs each query with its video)",
+                               self.vsm.queries_per_video, "task_config")
+        check_settings(self, "task_config", span_draw_seed=">=0", q2c_alpha=">0", min_pred_l=">=0",
                        max_pred_l=">=1", score_chunk_elems=">=1")
         if not (self.nms_thd == -1 or 0 <= self.nms_thd <= 1):  # NaN fails both
             raise SettingError("nms_thd", "in [0, 1] or -1 (no NMS)", self.nms_thd, "task_config")
         if self.max_pred_l <= self.min_pred_l:
             raise SettingError("max_pred_l", f"> min_pred_l ({self.min_pred_l})", self.max_pred_l, "task_config")
         problems = []
-        for name in ("max_txt_len", "video_only_group_len", "max_vcmr_video", "max_before_nms", "max_after_nms",
+        for name in ("video_only_group_len", "max_vcmr_video", "max_before_nms", "max_after_nms",
                      "query_batch_size", "inference_max_txt_len", "video_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.ranking_loss not in ("hinge", "lse"):
-            problems.append(f"ranking_loss must be 'hinge' or 'lse', got {self.ranking_loss!r}")
-        if self.span_padding not in ("reference", "zeros"):
-            problems.append(f"span_padding must be 'reference' or 'zeros', got {self.span_padding!r}")
-        if not 0.0 <= self.drop_svmr_prob <= 1.0:
-            problems.append(f"drop_svmr_prob must be in [0, 1], got {self.drop_svmr_prob}")
         if self.sub_ctx_len < 0:
             problems.append(f"sub_ctx_len must be >= 0, got {self.sub_ctx_len}")
         bad = [t for t in self.tasks if t not in SUBMISSION_TASKS]
@@ -159,26 +148,48 @@ class RetrievalConfig:
         if problems:
             raise HeroError("invalid retrieval settings: " + "; ".join(problems))
 
-    def vsm(self) -> VsmConfig:
-        """The VSM objective settings of the fine-tuning loss."""
-        return VsmConfig(
-            queries_per_video=1, max_txt_len=self.max_txt_len, lw_st_ed=self.lw_st_ed,
-            lw_neg_ctx=self.lw_neg_ctx, lw_neg_q=self.lw_neg_q, margin=self.margin,
-            ranking_loss=self.ranking_loss, drop_svmr_prob=self.drop_svmr_prob,
-            hard_negative_start_step=self.hard_negative_start_step, hard_pool_size=self.hard_pool_size,
-            hard_neg_weight=self.hard_neg_weight, span_padding=self.span_padding,
-        )
+    @classmethod
+    def migrate_settings(cls, data: dict[str, Any], where: str = "task_config") -> dict[str, Any]:
+        """Settings of the older flat layout (``margin: 0.2`` beside the inference keys, as saved
+        ``config.json`` files and YAML written before the nested ``vsm`` block hold them) moved
+        into ``vsm``, with a one-line deprecation note; a partial ``vsm`` mapping is completed
+        with this class's VSM defaults (not `VsmConfig`'s pre-training ones). Flat keys win over
+        nested ones (they are the later override when a flat override meets saved settings)."""
+        flat = {k: data[k] for k in VSM_KEYS if k in data}
+        nested = data.get("vsm", {})
+        if not isinstance(nested, dict):
+            return data  # a VsmConfig object or a bad value: the loader decides
+        out = {k: v for k, v in data.items() if k not in flat}
+        if flat:
+            print(f"note: {where or 'task settings'}: flat key(s) {', '.join(flat)} are deprecated; read as "
+                  f"{', '.join('vsm.' + k for k in flat)}", file=sys.stderr)
+        default = next(f for f in dataclasses.fields(cls) if f.name == "vsm").default_factory()
+        out["vsm"] = {**to_dict(default), **nested, **flat}
+        return out
+
+
+def retrieval_vsm(**changes: Any) -> VsmConfig:
+    """The VSM settings of retrieval fine-tuning (reference ``train-tvr-8gpu.json``): one query per
+    video, hard negatives from optimizer step 2000, the rest `VsmConfig`'s defaults; ``changes``
+    on top."""
+    return VsmConfig(**{"queries_per_video": 1, "hard_negative_start_step": 2000, **changes})
+
+
+def with_vsm(cfg: RetrievalConfig, **changes: Any) -> RetrievalConfig:
+    """``cfg`` with its VSM settings changed (``with_vsm(cfg, margin=0.2)``)."""
+    return dataclasses.replace(cfg, vsm=dataclasses.replace(cfg.vsm, **changes))
+
+
+VSM_KEYS = tuple(f.name for f in dataclasses.fields(VsmConfig))
+"""The `VsmConfig` keys, read from the flat layout by `RetrievalConfig.migrate_settings`."""
 
 
 @dataclass
 class VrConfig(RetrievalConfig):
     """VR settings; defaults = reference ``train-msrvtt_video_sub-4gpu.json`` (ranking loss only)."""
 
-    lw_st_ed: float = 0.0
-    lw_neg_ctx: float = 10.0
-    lw_neg_q: float = 10.0
-    drop_svmr_prob: float = 1.0
-    hard_pool_size: int = 80
+    vsm: VsmConfig = dataclasses.field(default_factory=lambda: retrieval_vsm(
+        lw_st_ed=0.0, lw_neg_ctx=10.0, lw_neg_q=10.0, drop_svmr_prob=1.0, hard_pool_size=80))
     tasks: tuple[str, ...] = ("VR",)
     vr_score: str = "cosine"
 
@@ -292,11 +303,11 @@ def train_items(corpus: CorpusLike, dataset: str, split: str, cfg: RetrievalConf
             problems.skip("missing video", where, f"video {vid!r} of query {record['qid']!r} is not in the corpus")
             continue
         ids = record["input_ids"]
-        if len(ids) > cfg.max_txt_len:
+        if len(ids) > cfg.vsm.max_txt_len:
             if cfg.drop_long_train_queries:
-                problems.skip("long query", where, f"{len(ids)} tokens > max_txt_len {cfg.max_txt_len}")
+                problems.skip("long query", where, f"{len(ids)} tokens > max_txt_len {cfg.vsm.max_txt_len}")
                 continue
-            ids = ids[:cfg.max_txt_len]
+            ids = ids[:cfg.vsm.max_txt_len]
         span = training_span(record.get("ts"))
         items.append({"qid": record["qid"], "vid": vid, "input_ids": list(ids),
                       "ts": None if span is None else list(span)})
@@ -334,7 +345,7 @@ def query_rows(ids_list: Sequence[Sequence[int]], corpus: CorpusLike, cfg: Retri
     ``limit`` −1 (default) is the training cut ``max_txt_len``; None keeps every token.
     """
     tokens = getattr(corpus, "tokens", corpus)  # a corpus, or its `TextTokens` themselves
-    limit = cfg.max_txt_len if limit == -1 else limit
+    limit = cfg.vsm.max_txt_len if limit == -1 else limit
     return pad_token_rows([[tokens.cls_id, *(ids if limit is None else ids[:limit])] for ids in ids_list],
                           tokens.pad_id)
 
@@ -354,11 +365,11 @@ def span_step(cfg: RetrievalConfig, step: int) -> bool:
     resumed run draws the same. The reference draws per forward pass from each rank's Python
     ``random``, which only stays in sync because all ranks share a seed.
     """
-    if cfg.lw_st_ed == 0 or cfg.drop_svmr_prob >= 1.0:
+    if cfg.vsm.lw_st_ed == 0 or cfg.vsm.drop_svmr_prob >= 1.0:
         return False
-    if cfg.drop_svmr_prob <= 0.0:
+    if cfg.vsm.drop_svmr_prob <= 0.0:
         return True
-    return float(np.random.default_rng([cfg.span_draw_seed, int(step)]).random()) >= cfg.drop_svmr_prob
+    return float(np.random.default_rng([cfg.span_draw_seed, int(step)]).random()) >= cfg.vsm.drop_svmr_prob
 
 
 def collate(corpus: CorpusLike, items: Sequence[dict], cfg: RetrievalConfig,
@@ -381,14 +392,14 @@ def collate(corpus: CorpusLike, items: Sequence[dict], cfg: RetrievalConfig,
     ids, mask = query_rows([it["input_ids"] for it in items], corpus, cfg)
     targets = []
     for it, clip in zip(items, clips):
-        if it.get("ts") is None or cfg.lw_st_ed == 0:
+        if it.get("ts") is None or cfg.vsm.lw_st_ed == 0:
             targets.append((-1, -1))
         else:
             from hero.data.alignment import vcmr_span_target
 
             targets.append(tuple(int(t) for t in vcmr_span_target(it["ts"], clip.num_frames, corpus.frame_interval)))
     if use_span is None:
-        use_span = cfg.lw_st_ed != 0 and cfg.drop_svmr_prob < 1.0
+        use_span = cfg.vsm.lw_st_ed != 0 and cfg.vsm.drop_svmr_prob < 1.0
     return VsmBatch(video, ids, mask, torch.tensor(targets, dtype=torch.long).view(-1, 2),
                     torch.arange(len(items), dtype=torch.long), bool(use_span))
 
@@ -402,7 +413,7 @@ def loss(model: HeroForVcmr, batch: VsmBatch, cfg: RetrievalConfig, step: int = 
     """
     if batch.use_span and not span_step(cfg, step):
         batch = dataclasses.replace(batch, use_span=False)
-    objective = VsmObjective(cfg.vsm())
+    objective = VsmObjective(cfg.vsm)
     out = objective(model, batch, step=step)
     return {k: v for k, v in out.items() if not k.startswith("hinge_")}
 
@@ -469,7 +480,7 @@ def encode_corpus(model: HeroForVcmr, corpus: CorpusLike, vids: Sequence[str], b
     batch_size = int(cfg.video_batch_size or batch_size)
     if batch_size < 1:
         raise HeroError(f"video batch size must be >= 1, got {batch_size}")
-    keep_padding = cfg.span_padding == "reference"
+    keep_padding = cfg.vsm.span_padding == "reference"
     vids = list(vids)
     mine = vids[_rank_slice(len(vids), batch_size)]
     d = model.config.hidden_size
@@ -558,7 +569,7 @@ def span_probabilities_on(model: HeroForVcmr, q: Tensor, enc: CorpusEncoding, vr
         qs, rows = q[s:s + per], vrows[s:s + per]
         q_rep = qs.repeat_interleave(k, dim=0)
         st, ed = model.vsm_head.span_logits(q_rep, enc.frames, enc.mask, rows.reshape(-1),
-                                            zero_padding=cfg.span_padding == "zeros")
+                                            zero_padding=cfg.vsm.span_padding == "zeros")
         st_all.append(st.float().softmax(-1).view(-1, k, length))
         ed_all.append(ed.float().softmax(-1).view(-1, k, length))
     if not st_all:

@@ -30,7 +30,7 @@ def _pretrain_yaml(ws: Workspace, name: str = "pre.yaml", extra: str = "", steps
 def _finetune_yaml(ws: Workspace, name: str = "ft.yaml", evaluate: bool = False, extra: str = "") -> Path:
     return ws.write(name, f"output_dir: {ws.tmp / 'run'}\ntask: vcmr\ndataset: tvr\ncorpus: {ws.corpus()}\n"
                           "model: {preset: hero-tiny}\n"
-                          "task_config: {hard_negative_start_step: 5, max_vcmr_video: 5, max_after_nms: 20}\n"
+                          "task_config: {vsm: {hard_negative_start_step: 5}, max_vcmr_video: 5, max_after_nms: 20}\n"
                           f"eval_batch_size: 4\neval_split: {'val' if evaluate else 'null'}\n"
                           "optim: {lr: 1.0e-3, warmup_steps: 1}\n"
                           "train: {num_train_steps: 2, batch_size: 4, num_workers: 0, save_every: 2, progress: false, "
@@ -182,8 +182,8 @@ CASES = [
          lambda ws: [F, "--config", str(_finetune_yaml(ws)), "eval_split=dev"], defect=8,
          match=r"no annotations tvr/dev", check=_untouched_then_fixed(F)),
     Case("train-bad-task-config", "train", "`hero finetune` with a task setting out of range in `task_config`",
-         lambda ws: [F, "--config", str(_finetune_yaml(ws)), "task_config.max_txt_len=0"], defect=8,
-         match=r"task_config: .*max_txt_len must be >= 1, got 0", check=_untouched_then_fixed(F)),
+         lambda ws: [F, "--config", str(_finetune_yaml(ws)), "task_config.vsm.max_txt_len=0"], defect=8,
+         match=r"task_config.*vsm\.max_txt_len must be >= 1, got 0", check=_untouched_then_fixed(F)),
     Case("train-print-config-bad-preset", "train", "`hero pretrain --print-config` with an unknown preset",
          lambda ws: [P, "--config", str(_pretrain_yaml(ws)), "--print-config", "model.preset=hero-huge"], defect=8,
          match=r"model\.preset: unknown preset", check=_print_config_fails_alike),

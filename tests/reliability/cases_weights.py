@@ -95,7 +95,7 @@ def _finetune(ws: Workspace, init: str, run: str = "ft") -> list[str]:
     config = ws.write("ft.yaml",
                       f"output_dir: {ws.tmp / run}\ntask: vcmr\ndataset: tvr\ncorpus: {ws.corpus()}\n"
                       f"model: {{preset: hero-tiny, init: '{init}'}}\neval_batch_size: 4\n"
-                      "task_config: {hard_negative_start_step: 5, max_vcmr_video: 5, max_after_nms: 20}\n"
+                      "task_config: {vsm: {hard_negative_start_step: 5}, max_vcmr_video: 5, max_after_nms: 20}\n"
                       "optim: {lr: 1.0e-3, warmup_steps: 2}\n"
                       "train: {num_train_steps: 1, batch_size: 4, num_workers: 0, save_every: 1, progress: false, "
                       "device: cpu}\n")

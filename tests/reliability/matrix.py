@@ -126,7 +126,7 @@ class Workspace:
             config = self.shared / "vcmr_tiny.yaml"
             config.write_text(
                 f"output_dir: {run}\ntask: vcmr\ndataset: tvr\ncorpus: {corpus}\nmodel: {{preset: hero-tiny}}\n"
-                "task_config: {hard_negative_start_step: 5, max_vcmr_video: 5, max_after_nms: 20}\n"
+                "task_config: {vsm: {hard_negative_start_step: 5}, max_vcmr_video: 5, max_after_nms: 20}\n"
                 "eval_batch_size: 4\noptim: {lr: 1.0e-3, warmup_steps: 2}\n"
                 "train: {num_train_steps: 2, batch_size: 4, num_workers: 0, save_every: 2, progress: false, "
                 "device: cpu}\n")
