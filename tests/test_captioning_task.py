@@ -437,7 +437,7 @@ def test_task_contract():
         (2, 12, 3072, 1024)
     assert (cfg.label_smoothing, cfg.max_txt_len, cfg.max_gen_step, cfg.sub_ctx_len, cfg.lr_mul) == \
         (0.1, 60, 30, 1, 10.0)
-    with pytest.raises(HeroError, match="unknown TvcConfig keys"):
+    with pytest.raises(HeroError, match="TvcConfig: unknown key"):
         TvcConfig.from_dict({"beam": 3})
     with pytest.raises(HeroError, match="label_smoothing"):
         TvcConfig(label_smoothing=1.0)

@@ -406,7 +406,7 @@ def test_task_contract_and_reference_defaults():
     assert TASK.config_class is QaConfig and TASK.model_class is HeroForVideoQa
     cfg = QaConfig()
     assert (cfg.lw_st_ed, cfg.sub_ctx_len, cfg.max_txt_len) == (0.4, 0, 120)
-    with pytest.raises(HeroError, match="unknown QaConfig keys"):
+    with pytest.raises(HeroError, match="QaConfig: unknown key"):
         QaConfig.from_dict({"lw_span": 1})
     with pytest.raises(HeroError, match="lw_st_ed"):
         QaConfig(lw_st_ed=-1)

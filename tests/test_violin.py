@@ -207,7 +207,7 @@ def test_task_contract_and_shipped_config():
     assert get_task("violin") is TASK and TASK.datasets == ("violin",)
     assert TASK.config_class is ViolinConfig and TASK.model_class is HeroForViolin
     assert (ViolinConfig().sub_ctx_len, ViolinConfig().max_txt_len) == (2, 120)
-    with pytest.raises(HeroError, match="unknown ViolinConfig keys"):
+    with pytest.raises(HeroError, match="ViolinConfig: unknown key"):
         ViolinConfig.from_dict({"pairs": True})
     config = load_config(FinetuneConfig, CONFIGS / "violin.yaml")
     assert (config.task, config.dataset) == ("violin", "violin")

@@ -105,11 +105,9 @@ class TvcConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TvcConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise HeroError(f"unknown TvcConfig keys: {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
+        from hero.config import from_dict
+
+        return from_dict(cls, data, where=cls.__name__)
 
 
 # ---------------------------------------------------------------------------------------------

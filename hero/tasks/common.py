@@ -9,7 +9,6 @@ Shape letters: ``R`` video copies (one per text row), ``L`` frames, ``T`` text t
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -43,12 +42,11 @@ from hero.model.layers import AttentionLayout, mask_logits
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """A task config dataclass from a dict; unknown keys are an error naming the known ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise HeroError(f"unknown {cls.__name__} keys: {unknown}; known keys: {sorted(known)}")
-    return cls(**data)
+    """A task config dataclass from a dict, through the one typed loader (`hero.config.from_dict`):
+    values converted to the annotated types, unknown keys an error naming the known ones."""
+    from hero.config import from_dict
+
+    return from_dict(cls, data, where=cls.__name__)
 
 
 def where(dataset: str, split: str, i: int) -> str:
