@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hero.config import HeroConfig, from_dict
-from hero.data.batch import Clip, Group
+from hero.data.batch import Clip, Group, collate_video, pad_token_rows
 from hero.data.protocol import CorpusLike
 from hero.errors import HeroError, NonFiniteError
 from hero.io import write_json_atomic
@@ -116,6 +116,33 @@ def context_groups(clip: Clip, sep_id: int, sub_ctx_len: int) -> list[Group]:
 def fused_groups(clip: Clip, sep_id: int, sub_ctx_len: int, suffix: Sequence[int]) -> list[Group]:
     """The clip's subtitle groups (`context_groups`) with ``suffix`` appended to every group's text."""
     return [(frames, [*text, *suffix]) for frames, text in context_groups(clip, sep_id, sub_ctx_len)]
+
+
+def fused_text_batch(corpus: CorpusLike, rows: Sequence[tuple[str, Sequence[int]]],
+                     sub_ctx_len: int) -> tuple[VideoInputs, Tensor, Tensor]:
+    """Video inputs and text rows for tasks that fuse one text with the clip (a VIOLIN statement,
+    an open-ended question): every subtitle group of a row's clip ends with ``[SEP] text``.
+
+    Args:
+        rows: ``R`` ``(vid, text ids)`` pairs (a clip read once however many rows name it).
+
+    Returns:
+        ``(video, txt_ids, txt_mask)``: ``R`` clips; ``(R, T)`` ``[SEP] text`` padded with the pad
+        id; ``(R, T)`` bool.
+    """
+    sep, pad = corpus.tokens.sep_id, corpus.tokens.pad_id
+    clips: dict[str, Clip] = {}
+    feats, groups, texts = [], [], []
+    for vid, ids in rows:
+        if vid not in clips:
+            clips[vid] = corpus.clip(vid)
+        clip = clips[vid]
+        text = [sep, *ids]
+        feats.append(clip.features)
+        groups.append(fused_groups(clip, sep, sub_ctx_len, text))
+        texts.append(text)
+    txt_ids, txt_mask = pad_token_rows(texts, pad)
+    return collate_video(feats, groups), txt_ids, txt_mask.bool()
 
 
 def text_positions(ids: Tensor, max_positions: int) -> Tensor:

@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hero.config import HeroConfig
-from hero.data.batch import collate_video, pad_token_rows
 from hero.data.problems import Problems
 from hero.data.protocol import CorpusLike
 from hero.data.synth import OPEN_QA_ANSWERS
@@ -48,7 +47,7 @@ from hero.tasks.common import (
     checked_records,
     config_from_dict,
     encode_with_text,
-    fused_groups,
+    fused_text_batch,
     is_token_ids,
     where,
     write_json_predictions,
@@ -169,20 +168,11 @@ def _batch(corpus: CorpusLike, rows: Sequence[tuple[str, Sequence[int], int | No
     """Batch of ``(vid, question ids, answer class or None)`` rows."""
     if not rows:
         raise HeroError("cannot collate an empty open-ended QA batch")
-    sep, pad = corpus.tokens.sep_id, corpus.tokens.pad_id
-    clips: dict[str, Any] = {}
-    feats, groups, texts = [], [], []
-    for vid, ids, _ in rows:
-        clip = clips[vid] = clips.get(vid) or corpus.clip(vid)
-        text = [sep, *ids]
-        feats.append(clip.features)
-        groups.append(fused_groups(clip, sep, cfg.sub_ctx_len, text))
-        texts.append(text)
-    txt_ids, txt_mask = pad_token_rows(texts, pad)
+    video, txt_ids, txt_mask = fused_text_batch(corpus, [(vid, ids) for vid, ids, _ in rows], cfg.sub_ctx_len)
     targets = None
     if all(target is not None for _, _, target in rows):
         targets = torch.tensor([target for _, _, target in rows], dtype=torch.long)
-    return OpenQaBatch(collate_video(feats, groups), txt_ids, txt_mask.bool(), targets)
+    return OpenQaBatch(video, txt_ids, txt_mask, targets)
 
 
 def collate(corpus: CorpusLike, items: Sequence[dict], cfg: OpenQaConfig,

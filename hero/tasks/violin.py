@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hero.config import HeroConfig
-from hero.data.batch import collate_video, pad_token_rows
 from hero.data.problems import Problems
 from hero.data.protocol import CorpusLike
 from hero.errors import HeroError
@@ -48,7 +47,7 @@ from hero.tasks.common import (
     checked_records,
     config_from_dict,
     encode_with_text,
-    fused_groups,
+    fused_text_batch,
     where,
     write_json_predictions,
 )
@@ -147,23 +146,11 @@ def _violin_batch(corpus: CorpusLike, rows: Sequence[tuple[str, Sequence[int], i
     """Batch of ``(vid, statement ids, label or None)`` rows."""
     if not rows:
         raise HeroError("cannot collate an empty VIOLIN batch")
-    sep, pad = corpus.tokens.sep_id, corpus.tokens.pad_id
-    clips: dict[str, Any] = {}
-    feats, groups, texts = [], [], []
-    for vid, ids, _ in rows:
-        if vid not in clips:
-            clips[vid] = corpus.clip(vid)
-        clip = clips[vid]
-        text = [sep, *ids]
-        feats.append(clip.features)
-        groups.append(fused_groups(clip, sep, cfg.sub_ctx_len, text))
-        texts.append(text)
-    video = collate_video(feats, groups)
-    txt_ids, txt_mask = pad_token_rows(texts, pad)
+    video, txt_ids, txt_mask = fused_text_batch(corpus, [(vid, ids) for vid, ids, _ in rows], cfg.sub_ctx_len)
     labels = None
     if all(label is not None for _, _, label in rows):
         labels = torch.tensor([float(label) for _, _, label in rows])
-    return ViolinBatch(video, txt_ids, txt_mask.bool(), labels)
+    return ViolinBatch(video, txt_ids, txt_mask, labels)
 
 
 def collate(corpus: CorpusLike, items: Sequence[dict], cfg: ViolinConfig,
