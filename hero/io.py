@@ -161,14 +161,15 @@ def read_json(path: str | os.PathLike, expect: type | tuple[type, ...] | None = 
         raise HeroError(f"{path}: invalid JSON (nested too deeply)") from None
     if expect is not None and not isinstance(value, expect):
         want = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in (expect if isinstance(expect, tuple) else (expect,)))
-        raise HeroError(f"{path}: expected a JSON {want}, got {_json_type(value)}")
+        raise HeroError(f"{path}: expected a JSON {want}, got {json_type_name(value)}")
     return value
 
 
 _JSON_NAMES = {dict: "object", list: "list", str: "string", int: "integer", float: "number"}
 
 
-def _json_type(value: Any) -> str:
+def json_type_name(value: Any) -> str:
+    """What a decoded JSON value is, for messages: ``null``, ``a boolean``, ``an object``, ``a list``, ..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -207,7 +208,7 @@ def iter_jsonl(path: str | os.PathLike, *, objects: bool = True) -> Iterator[tup
                 except RecursionError:
                     raise HeroError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
                 if objects and not isinstance(record, dict):
-                    raise HeroError(f"{path}:{lineno}: expected a JSON object, got {_json_type(record)}")
+                    raise HeroError(f"{path}:{lineno}: expected a JSON object, got {json_type_name(record)}")
                 yield lineno, record
         except (OSError, EOFError, zlib.error) as err:  # a read error, a corrupt or truncated .gz
             raise HeroError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None

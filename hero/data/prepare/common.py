@@ -226,7 +226,7 @@ def check_record(kind: str, rec: Any, split: str | None, *, ids: bool = True) ->
             checked only where given (records not yet tokenised).
     """
     if not isinstance(rec, dict):
-        raise Malformed(f"expected a JSON object, got {_json_name(rec)}")
+        raise Malformed(f"expected a JSON object, got {_io.json_type_name(rec)}")
     check = _CHECKS.get(kind)
     if check is None:
         raise HeroError(f"unknown annotation format {kind!r}; known: {', '.join(sorted(_CHECKS))}")
@@ -307,11 +307,11 @@ def _check_captioning(rec: dict, ids: bool) -> None:
         captions = []
     if not isinstance(captions, list):
         raise Malformed(f"field 'captions' must be a list of {{desc_id, desc, input_ids}} objects, "
-                        f"got {_json_name(captions)}")
+                        f"got {_io.json_type_name(captions)}")
     for i, c in enumerate(captions):
         try:
             if not isinstance(c, dict):
-                raise Malformed(f"expected an object, got {_json_name(c)}")
+                raise Malformed(f"expected an object, got {_io.json_type_name(c)}")
             if c.get("desc_id") is not None:
                 id_field(c, "desc_id")
             _text_and_ids(c, "desc", "input_ids", ids)
@@ -346,15 +346,6 @@ KIND_KEY: dict[str, str] = {kind: f.key for kind, f in RECORD_FORMATS.items()}
 """The id field of each record format (unique within a split)."""
 
 
-def _json_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__)
-
-
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -377,7 +368,7 @@ def convert_records(
     for where, rec in items:
         try:
             if not isinstance(rec, dict):
-                raise Malformed(f"expected a JSON object, got {_json_name(rec)}")
+                raise Malformed(f"expected a JSON object, got {_io.json_type_name(rec)}")
             converted = convert(rec)
         except Malformed as err:
             problems.skip("malformed annotation", where, str(err))
